@@ -1,0 +1,242 @@
+//! `POST /v1/events`: shape checks, then one persistent message per request, answered with
+//! 202 only once the broker confirmed it.
+
+use std::io::Read;
+
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use eye_core::event::ENVELOPE_VERSION;
+use eye_core::token::Scope;
+use eye_core::{Envelope, FieldError, IncomingEvent};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::State;
+use crate::problem::ApiError;
+
+/// At most this many field errors are listed in one 400.
+const MAX_REPORTED_ERRORS: usize = 50;
+
+#[derive(Serialize)]
+struct Accepted {
+    ids: Vec<Uuid>,
+}
+
+#[tracing::instrument(skip_all, fields(application_id, events))]
+pub async fn post_events(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<State>,
+) -> Result<HttpResponse, ApiError> {
+    let claims = state.gate.authorize(&request, Scope::EventsWrite).await?;
+    tracing::Span::current().record("application_id", tracing::field::display(claims.sub));
+    check_content_type(&request)?;
+    let gzip = is_gzip(&request)?;
+    let limits = &state.limits;
+    let body = read_body(&request, payload, limits.max_request_bytes).await?;
+    let body = if gzip { gunzip(&body, limits.max_request_bytes)? } else { body.to_vec() };
+    let events = parse_events(&body, limits)?;
+    tracing::Span::current().record("events", events.len());
+
+    let ids = events.iter().map(|e| e.id).collect();
+    let envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        application_id: claims.sub,
+        token_id: claims.jti,
+        received_at: Utc::now(),
+        events,
+    };
+    let message = serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    state.publisher.publish(&message).await?;
+    Ok(HttpResponse::Accepted().json(Accepted { ids }))
+}
+
+/// The configurable bounds on a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_events: usize,
+    pub max_event_bytes: usize,
+    pub max_request_bytes: usize,
+}
+
+fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {
+    let Some(encoding) = request.headers().get(CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let encoding = encoding.to_str().unwrap_or("").trim();
+    if encoding.eq_ignore_ascii_case("gzip") {
+        Ok(true)
+    } else if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+        Ok(false)
+    } else {
+        Err(ApiError::UnsupportedEncoding(encoding.to_owned()))
+    }
+}
+
+async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(ApiError::Read)?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Decompresses without ever holding more than `limit` bytes.
+fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
+    let read = flate2::read::GzDecoder::new(compressed)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|_| ApiError::InvalidGzip)?;
+    if read > limit {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    Ok(body)
+}
+
+/// One event object or an array of them, each checked for shape and size.
+pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<eye_core::Event>, ApiError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let (raw, batched): (Vec<&RawValue>, bool) = match first {
+        Some(b'[') => (serde_json::from_slice(body).map_err(invalid_json)?, true),
+        Some(b'{') => (vec![serde_json::from_slice(body).map_err(invalid_json)?], false),
+        Some(_) => return Err(ApiError::NotAnEvent),
+        None => return Err(ApiError::InvalidJson("the body is empty".into())),
+    };
+    if raw.is_empty() {
+        return Err(ApiError::NotAnEvent);
+    }
+    if raw.len() > limits.max_events {
+        return Err(ApiError::TooManyEvents(limits.max_events));
+    }
+    let mut events = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    for (index, raw) in raw.into_iter().enumerate() {
+        if raw.get().len() > limits.max_event_bytes {
+            return Err(ApiError::EventTooLarge { index, limit: limits.max_event_bytes });
+        }
+        let prefix = if batched { format!("[{index}].") } else { String::new() };
+        let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+        match serde_path_to_error::deserialize::<_, IncomingEvent>(&mut deserializer) {
+            Ok(event) => events.push(event.into_event()),
+            Err(e) if errors.len() < MAX_REPORTED_ERRORS => errors.push(field_error(&prefix, &e)),
+            Err(_) => {}
+        }
+    }
+    if errors.is_empty() { Ok(events) } else { Err(ApiError::InvalidEvents(errors)) }
+}
+
+fn invalid_json(error: serde_json::Error) -> ApiError {
+    ApiError::InvalidJson(error.to_string())
+}
+
+/// Names the field and gives a stable code for a shape error.
+fn field_error(prefix: &str, error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let message = error.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+    if let Some(missing) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        return FieldError::new(format!("{prefix}{missing}"), "required", format!("{missing} is required"));
+    }
+    let path = error.path().to_string();
+    let code = match path.as_str() {
+        _ if message.starts_with("invalid type") => "invalid_type",
+        "timestamp" => "invalid_timestamp",
+        "id" | "session_id" => "invalid_uuid",
+        _ => "invalid_value",
+    };
+    let field = if path == "." { prefix.trim_end_matches('.').to_owned() } else { format!("{prefix}{path}") };
+    FieldError::new(field, code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_events: 3, max_event_bytes: 400, max_request_bytes: 4096 };
+    const VALID: &str = r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"page interaction",
+        "name":"pageview","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 09:15:27.243860"}"#;
+
+    fn errors(body: &str) -> Vec<(String, String)> {
+        match parse_events(body.as_bytes(), &LIMITS) {
+            Err(ApiError::InvalidEvents(errors)) => errors.into_iter().map(|e| (e.field, e.code)).collect(),
+            other => panic!("expected field errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_event_or_an_array_of_them_is_accepted() {
+        assert_eq!(parse_events(VALID.as_bytes(), &LIMITS).unwrap().len(), 1);
+        let batch = format!("[{VALID},{VALID}]");
+        let events = parse_events(batch.as_bytes(), &LIMITS).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_ne!(events[0].id, events[1].id);
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_and_a_stable_code() {
+        let cases = [
+            (r#"{"category":"c","name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#, "session_id", "required"),
+            (r#"{"session_id":"nope","category":"c","name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#, "session_id", "invalid_uuid"),
+            (r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":7,"name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#, "category", "invalid_type"),
+            (r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"c","name":"n","data":{},"timestamp":"soon"}"#, "timestamp", "invalid_timestamp"),
+            (r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"c","name":"n","timestamp":"2021-01-01 00:00:00"}"#, "data", "required"),
+        ];
+        for (body, field, code) in cases {
+            assert_eq!(errors(body), [(field.to_owned(), code.to_owned())], "{body}");
+        }
+    }
+
+    #[test]
+    fn errors_in_a_batch_carry_the_index_of_the_event() {
+        let body = format!(r#"[{VALID},{{"category":"c"}}]"#);
+        let found = errors(&body);
+        assert!(found.contains(&("[1].session_id".into(), "required".into())), "{found:?}");
+    }
+
+    #[test]
+    fn bodies_that_are_not_events_or_too_big_are_refused() {
+        assert!(matches!(parse_events(b"[]", &LIMITS), Err(ApiError::NotAnEvent)));
+        assert!(matches!(parse_events(b"\"hi\"", &LIMITS), Err(ApiError::NotAnEvent)));
+        assert!(matches!(parse_events(b"{", &LIMITS), Err(ApiError::InvalidJson(_))));
+        let four = format!("[{VALID},{VALID},{VALID},{VALID}]");
+        assert!(matches!(parse_events(four.as_bytes(), &LIMITS), Err(ApiError::TooManyEvents(3))));
+        let big = VALID.replace(r#""path":"/""#, &format!(r#""path":"/{}""#, "x".repeat(400)));
+        assert!(matches!(parse_events(big.as_bytes(), &LIMITS), Err(ApiError::EventTooLarge { index: 0, .. })));
+    }
+
+    #[test]
+    fn gzip_bombs_stop_at_the_limit() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![b' '; 1 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 4096);
+        assert!(matches!(gunzip(&bomb, 4096), Err(ApiError::PayloadTooLarge(4096))));
+        assert!(matches!(gunzip(b"not gzip", 4096), Err(ApiError::InvalidGzip)));
+    }
+}

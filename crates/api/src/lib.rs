@@ -1,0 +1,96 @@
+//! The ingestion api: authenticates, checks the shape of events, queues them and answers
+//! 202 once the broker confirmed. It keeps no state of its own, so instances scale out.
+
+mod auth;
+mod ingest;
+mod problem;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpResponse, web};
+use eye_core::Settings;
+use eye_core::queue::Publisher;
+use eye_core::token::TokenKeys;
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+
+pub use auth::TokenGate;
+pub use ingest::{Limits, parse_events};
+pub use problem::ApiError;
+
+/// What every request handler shares.
+pub struct State {
+    gate: Arc<TokenGate>,
+    publisher: Publisher,
+    limits: Limits,
+}
+
+/// A bound, not yet running api server.
+pub struct Api {
+    server: Server,
+    port: u16,
+}
+
+impl Api {
+    /// Binds `settings.api_addr` (port 0 picks a free port) and prepares the server.
+    pub async fn build(settings: &Settings, db: DatabaseConnection, publisher: Publisher) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.api_addr)
+            .map_err(|e| anyhow::anyhow!("failed to bind the api to {}: {e}", settings.api_addr))?;
+        let port = listener.local_addr()?.port();
+        let gate = Arc::new(TokenGate::new(TokenKeys::new(settings.jwt_secret()?), db));
+        if let Err(e) = gate.refresh().await {
+            tracing::warn!(error = %e, "could not load api tokens yet; will keep trying");
+        }
+        gate.spawn_refresh(settings.token_refresh());
+        let state = web::Data::new(State {
+            gate,
+            publisher,
+            limits: Limits {
+                max_events: settings.max_events_per_request,
+                max_event_bytes: settings.max_event_bytes,
+                max_request_bytes: settings.max_request_bytes,
+            },
+        });
+        let server = actix_web::HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/v1/events", web::post().to(ingest::post_events))
+                .route("/healthz", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+        })
+        .listen(listener)?
+        .disable_signals()
+        .run();
+        Ok(Self { server, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully: in-flight requests finish first.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// Ready when a message could be published now.
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.publisher.is_ready().await {
+        HttpResponse::Ok().json(json!({"status": "ready", "broker": "ok"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(json!({"status": "unavailable", "broker": "unreachable"}))
+    }
+}

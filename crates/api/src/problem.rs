@@ -1,0 +1,170 @@
+//! Every error the api answers with, as `application/problem+json` with a stable `code`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+use eye_core::FieldError;
+use eye_core::queue::PublishError;
+use serde::Serialize;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("send the token as `Authorization: Bearer <token>`")]
+    MissingToken,
+    #[error("the token is malformed or its signature is not valid")]
+    InvalidToken,
+    #[error("the token has expired; create a new one with `eye token create`")]
+    TokenExpired,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("the token is not known to this installation")]
+    UnknownToken,
+    #[error("the token's application is disabled")]
+    ApplicationDisabled,
+    #[error("the token lacks the `{0}` scope")]
+    MissingScope(&'static str),
+    #[error("tokens cannot be checked right now")]
+    AuthUnavailable(#[source] sea_orm::DbErr),
+    #[error("send the body as `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    #[error("`Content-Encoding: {0}` is not supported; send gzip or no encoding")]
+    UnsupportedEncoding(String),
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("event {index} is larger than {limit} bytes")]
+    EventTooLarge { index: usize, limit: usize },
+    #[error("a request may carry at most {0} events")]
+    TooManyEvents(usize),
+    #[error("the body is not valid gzip")]
+    InvalidGzip,
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the body must be an event object or a non-empty array of events")]
+    NotAnEvent,
+    #[error("some events are not valid; see `errors`")]
+    InvalidEvents(Vec<FieldError>),
+    #[error("the event could not be queued: {0}")]
+    Broker(#[from] PublishError),
+    #[error("reading the request failed")]
+    Read(#[source] actix_web::error::PayloadError),
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingToken => "missing_token",
+            ApiError::InvalidToken => "invalid_token",
+            ApiError::TokenExpired => "token_expired",
+            ApiError::TokenRevoked => "token_revoked",
+            ApiError::UnknownToken => "unknown_token",
+            ApiError::ApplicationDisabled => "application_disabled",
+            ApiError::MissingScope(_) => "missing_scope",
+            ApiError::AuthUnavailable(_) => "auth_unavailable",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::EventTooLarge { .. } => "event_too_large",
+            ApiError::TooManyEvents(_) => "too_many_events",
+            ApiError::InvalidGzip => "invalid_gzip",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::NotAnEvent => "not_an_event",
+            ApiError::InvalidEvents(_) => "invalid_events",
+            ApiError::Broker(e) => e.code(),
+            ApiError::Read(_) => "read_failed",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self.status_code() {
+            StatusCode::UNAUTHORIZED => "Not authenticated",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "Too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable",
+            _ => "Invalid request",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MissingToken
+            | ApiError::InvalidToken
+            | ApiError::TokenExpired
+            | ApiError::TokenRevoked
+            | ApiError::UnknownToken
+            | ApiError::ApplicationDisabled => StatusCode::UNAUTHORIZED,
+            ApiError::MissingScope(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ApiError::PayloadTooLarge(_)
+            | ApiError::EventTooLarge { .. }
+            | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::InvalidGzip
+            | ApiError::InvalidJson(_)
+            | ApiError::NotAnEvent
+            | ApiError::InvalidEvents(_)
+            | ApiError::Read(_) => StatusCode::BAD_REQUEST,
+            ApiError::AuthUnavailable(_) | ApiError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %ErrorChain(self), "request failed");
+        } else {
+            tracing::debug!(code = self.code(), error = %self, "request refused");
+        }
+        let errors = match self {
+            ApiError::InvalidEvents(errors) => errors.as_slice(),
+            _ => &[],
+        };
+        let problem = Problem {
+            kind: format!("urn:eye:problem:{}", self.code()),
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code: self.code(),
+            errors,
+        };
+        let mut response = HttpResponse::build(status);
+        response.insert_header((CONTENT_TYPE, "application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        response.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}
+
+/// Shows the error with its whole `source()` chain, for logs.
+struct ErrorChain<'a>(&'a ApiError);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = std::error::Error::source(self.0);
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

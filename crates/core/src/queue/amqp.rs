@@ -1,0 +1,272 @@
+//! RabbitMQ: durable exchange → quorum queue with a delivery limit → dead-letter queue.
+//! Persistent messages, publisher confirms and `mandatory` publishing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+
+use super::{Acker, ConsumeError, Delivery, PublishError, Topology};
+
+const PERSISTENT: u8 = 2;
+
+/// Declares the exchanges and queues. Idempotent: api and workers all call it, whoever starts
+/// first creates them, and the arguments are the same everywhere.
+pub async fn declare(
+    channel: &Channel,
+    topology: &Topology,
+    delivery_limit: u32,
+) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+
+    channel
+        .exchange_declare(topology.dead_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_declare(topology.dead_queue.as_str().into(), queue_options, quorum.clone())
+        .await?;
+    channel
+        .queue_bind(
+            topology.dead_queue.as_str().into(),
+            topology.dead_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    let mut ingest = quorum;
+    let limit = i32::try_from(delivery_limit).unwrap_or(i32::MAX);
+    ingest.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit));
+    ingest.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(topology.dead_exchange.as_str().into()),
+    );
+    channel
+        .exchange_declare(topology.exchange.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_declare(topology.queue.as_str().into(), queue_options, ingest)
+        .await?;
+    channel
+        .queue_bind(
+            topology.queue.as_str().into(),
+            topology.exchange.as_str().into(),
+            topology.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Publishes over a fixed set of confirm-mode channels shared by every request. Each request
+/// awaits only its own confirm, so confirms pipeline; a channel that broke is replaced by the
+/// next request that picks its slot.
+pub struct AmqpPublisher {
+    pool: Pool,
+    slots: Vec<Mutex<Option<Channel>>>,
+    next: AtomicUsize,
+    topology: Topology,
+    delivery_limit: u32,
+    timeout: Duration,
+}
+
+impl AmqpPublisher {
+    pub fn new(
+        url: &str,
+        topology: Topology,
+        delivery_limit: u32,
+        channels: usize,
+        timeout: Duration,
+    ) -> Result<Self, PublishError> {
+        let mut pool_config = PoolConfig::new(2);
+        pool_config.timeouts = Timeouts {
+            wait: Some(timeout),
+            create: Some(timeout),
+            recycle: Some(timeout),
+        };
+        let config = Config { url: Some(url.to_owned()), pool: Some(pool_config) };
+        let pool = config
+            .create_pool(ConnectionProperties::default, Runtime::Tokio1)
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            pool,
+            slots: (0..channels.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            topology,
+            delivery_limit,
+            timeout,
+        })
+    }
+
+    pub(super) async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
+        tokio::time::timeout(self.timeout, self.publish_confirmed(payload))
+            .await
+            .map_err(|_| PublishError::Timeout)?
+    }
+
+    async fn publish_confirmed(&self, payload: &[u8]) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let properties = BasicProperties::default()
+            .with_delivery_mode(PERSISTENT)
+            .with_content_type("application/json".into());
+        let confirm = channel
+            .basic_publish(
+                self.topology.exchange.as_str().into(),
+                self.topology.routing_key.as_str().into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                payload,
+                properties,
+            )
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            Confirmation::NotRequested => Err(PublishError::Unavailable("confirms are off".into())),
+        }
+    }
+
+    pub(super) async fn is_ready(&self) -> bool {
+        tokio::time::timeout(self.timeout, self.channel()).await.is_ok_and(|c| c.is_ok())
+    }
+
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[slot].lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let connection = self.pool.get().await.map_err(unavailable)?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        declare(&channel, &self.topology, self.delivery_limit).await.map_err(unavailable)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> PublishError {
+    PublishError::Unavailable(error.to_string())
+}
+
+/// A worker's subscription: one connection, one channel, bounded prefetch. It reconnects on
+/// the next call after the broker went away; unacknowledged messages return to the queue.
+pub struct AmqpConsumer {
+    url: String,
+    topology: Topology,
+    delivery_limit: u32,
+    prefetch: u16,
+    live: Option<Live>,
+}
+
+struct Live {
+    // Kept so the connection lives as long as the subscription.
+    _connection: Connection,
+    channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl AmqpConsumer {
+    pub fn new(url: &str, topology: Topology, delivery_limit: u32, prefetch: u16) -> Self {
+        Self { url: url.to_owned(), topology, delivery_limit, prefetch, live: None }
+    }
+
+    async fn connect(&self) -> Result<Live, lapin::Error> {
+        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        declare(&channel, &self.topology, self.delivery_limit).await?;
+        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(
+                self.topology.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Live { _connection: connection, channel, consumer })
+    }
+
+    pub(super) async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, ConsumeError> {
+        if self.live.as_ref().is_none_or(|l| !l.channel.status().connected()) {
+            self.live = None;
+            let live = self.connect().await.map_err(lost)?;
+            self.live = Some(live);
+        }
+        let Some(live) = self.live.as_mut() else {
+            return Err(ConsumeError("not connected".into()));
+        };
+        let first = match live.consumer.next().await {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => return Err(self.drop_connection(e)),
+            None => return Err(self.drop_connection("the broker cancelled the subscription")),
+        };
+        let mut batch = vec![into_delivery(first)];
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, live.consumer.next()).await {
+                Ok(Some(Ok(delivery))) => batch.push(into_delivery(delivery)),
+                // The batch so far is still good; the error shows again on the next call.
+                Ok(Some(Err(_)) | None) | Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    fn drop_connection(&mut self, error: impl std::fmt::Display) -> ConsumeError {
+        self.live = None;
+        lost(error)
+    }
+
+    /// Acknowledges the whole batch with one `multiple` ack on its last delivery. Safe because
+    /// one consumer handles its deliveries strictly batch after batch.
+    pub(super) async fn ack(&mut self, batch: Vec<Delivery>) -> Result<(), ConsumeError> {
+        let Some(last) = batch.into_iter().next_back() else {
+            return Ok(());
+        };
+        if let Acker::Amqp(acker) = last.acker {
+            acker.ack(BasicAckOptions { multiple: true }).await.map_err(lost)?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn dead_letter(acker: &lapin::Acker) -> Result<(), ConsumeError> {
+    acker
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .map(|_| ())
+        .map_err(lost)
+}
+
+fn into_delivery(delivery: lapin::message::Delivery) -> Delivery {
+    Delivery { body: delivery.data, acker: Acker::Amqp(delivery.acker) }
+}
+
+fn lost(error: impl std::fmt::Display) -> ConsumeError {
+    ConsumeError(error.to_string())
+}

@@ -1,0 +1,152 @@
+//! The bounded in-process queue behind `eye dev`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+
+use super::{Acker, Delivery, PublishError};
+
+/// Capacity counts messages queued plus messages taken and not yet acknowledged, so a slow
+/// worker makes publishers wait (and then answer 503) instead of growing memory.
+#[derive(Clone)]
+pub struct MemoryQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    messages: Mutex<VecDeque<Vec<u8>>>,
+    ready: Notify,
+    capacity: Semaphore,
+    publish_timeout: Duration,
+    closed: AtomicBool,
+}
+
+impl MemoryQueue {
+    pub fn new(capacity: usize, publish_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                messages: Mutex::new(VecDeque::new()),
+                ready: Notify::new(),
+                capacity: Semaphore::new(capacity),
+                publish_timeout,
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub(super) async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
+        if self.is_closed() {
+            return Err(PublishError::Unavailable("the queue is shut down".into()));
+        }
+        let permit = tokio::time::timeout(self.inner.publish_timeout, self.inner.capacity.acquire())
+            .await
+            .map_err(|_| PublishError::Full)?
+            .map_err(|_| PublishError::Unavailable("the queue is shut down".into()))?;
+        permit.forget();
+        self.messages().push_back(payload.to_vec());
+        self.inner.ready.notify_one();
+        Ok(())
+    }
+
+    /// Refuses further publishing; what is queued can still be consumed.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Messages waiting to be taken.
+    pub fn len(&self) -> usize {
+        self.messages().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(super) async fn next_batch(&self, max: usize) -> Vec<Delivery> {
+        loop {
+            let notified = self.inner.ready.notified();
+            let batch = self.try_take(max);
+            if !batch.is_empty() {
+                return batch;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn try_take(&self, max: usize) -> Vec<Delivery> {
+        let mut messages = self.messages();
+        let n = max.min(messages.len());
+        let batch = messages
+            .drain(..n)
+            .map(|body| Delivery { body, acker: Acker::Memory })
+            .collect();
+        if !messages.is_empty() {
+            self.inner.ready.notify_one();
+        }
+        batch
+    }
+
+    pub(super) fn release(&self, n: usize) {
+        self.inner.capacity.add_permits(n);
+    }
+
+    fn messages(&self) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
+        // A panic while holding this lock cannot leave the deque half-updated.
+        self.inner.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{Consumer, Publisher};
+
+    #[tokio::test]
+    async fn messages_come_out_in_order_and_in_bounded_batches() {
+        let queue = MemoryQueue::new(10, Duration::from_millis(50));
+        let publisher = Publisher::Memory(queue.clone());
+        for i in 0..5u8 {
+            publisher.publish(&[i]).await.unwrap();
+        }
+        let mut consumer = Consumer::Memory(queue);
+        let first = consumer.next_batch(3, Duration::ZERO).await.unwrap();
+        let bodies: Vec<_> = first.iter().map(|d| d.body[0]).collect();
+        assert_eq!(bodies, [0, 1, 2]);
+        let rest = consumer.ready_batch(10);
+        assert_eq!(rest.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_until_messages_are_acknowledged() {
+        let queue = MemoryQueue::new(2, Duration::from_millis(20));
+        let publisher = Publisher::Memory(queue.clone());
+        publisher.publish(b"a").await.unwrap();
+        publisher.publish(b"b").await.unwrap();
+        assert!(matches!(publisher.publish(b"c").await, Err(PublishError::Full)));
+
+        let mut consumer = Consumer::Memory(queue);
+        let batch = consumer.next_batch(2, Duration::ZERO).await.unwrap();
+        // Taken but not acknowledged still counts against capacity.
+        assert!(matches!(publisher.publish(b"c").await, Err(PublishError::Full)));
+        consumer.ack(batch).await.unwrap();
+        publisher.publish(b"c").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_refuses_new_messages_but_keeps_the_old() {
+        let queue = MemoryQueue::new(2, Duration::from_millis(20));
+        let publisher = Publisher::Memory(queue.clone());
+        publisher.publish(b"a").await.unwrap();
+        queue.close();
+        assert!(matches!(publisher.publish(b"b").await, Err(PublishError::Unavailable(_))));
+        assert!(!publisher.is_ready().await);
+        assert_eq!(Consumer::Memory(queue).ready_batch(5).len(), 1);
+    }
+}

@@ -1,0 +1,155 @@
+//! The queue seam. The api publishes envelopes through a [`Publisher`]; workers take them in
+//! batches from a [`Consumer`]. Both come in two kinds with the same semantics: RabbitMQ
+//! (production) and a bounded in-process queue (`eye dev` and quick tests).
+
+mod amqp;
+mod memory;
+
+pub use amqp::{AmqpConsumer, AmqpPublisher};
+pub use memory::MemoryQueue;
+
+use std::time::Duration;
+
+/// Exchange and queue names, all under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Durable direct exchange the api publishes to.
+    pub exchange: String,
+    /// Quorum queue the workers consume.
+    pub queue: String,
+    /// Exchange and queue for messages past the delivery limit.
+    pub dead_exchange: String,
+    pub dead_queue: String,
+    pub routing_key: String,
+}
+
+impl Topology {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            exchange: format!("{prefix}.events"),
+            queue: format!("{prefix}.events.ingest"),
+            dead_exchange: format!("{prefix}.events.dlx"),
+            dead_queue: format!("{prefix}.events.dead"),
+            routing_key: "ingest".into(),
+        }
+    }
+}
+
+/// Why a message could not be confirmed. Every variant means "not accepted, try again".
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the broker did not confirm the message in time")]
+    Timeout,
+    #[error("the broker refused the message")]
+    Nacked,
+    #[error("no queue is bound to receive the message")]
+    Unroutable,
+    #[error("the queue is full")]
+    Full,
+}
+
+impl PublishError {
+    /// Stable code for problem responses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PublishError::Unavailable(_) => "broker_unavailable",
+            PublishError::Timeout => "broker_timeout",
+            PublishError::Nacked => "broker_rejected",
+            PublishError::Unroutable => "broker_unroutable",
+            PublishError::Full => "queue_full",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub enum Publisher {
+    Amqp(std::sync::Arc<AmqpPublisher>),
+    Memory(MemoryQueue),
+}
+
+impl Publisher {
+    /// Returns once the message is durably queued, never before.
+    pub async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
+        match self {
+            Publisher::Amqp(amqp) => amqp.publish(payload).await,
+            Publisher::Memory(memory) => memory.publish(payload).await,
+        }
+    }
+
+    /// Whether a publish could be attempted right now.
+    pub async fn is_ready(&self) -> bool {
+        match self {
+            Publisher::Amqp(amqp) => amqp.is_ready().await,
+            Publisher::Memory(memory) => !memory.is_closed(),
+        }
+    }
+}
+
+/// One message taken from the queue, not yet acknowledged.
+pub struct Delivery {
+    pub body: Vec<u8>,
+    acker: Acker,
+}
+
+enum Acker {
+    Amqp(lapin::Acker),
+    Memory,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("lost the queue: {0}")]
+pub struct ConsumeError(pub String);
+
+pub enum Consumer {
+    Amqp(Box<AmqpConsumer>),
+    Memory(MemoryQueue),
+}
+
+impl Consumer {
+    /// Waits for at least one message, then gathers up to `max` for at most `wait`.
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, ConsumeError> {
+        match self {
+            Consumer::Amqp(amqp) => amqp.next_batch(max, wait).await,
+            Consumer::Memory(memory) => Ok(memory.next_batch(max).await),
+        }
+    }
+
+    /// Whatever is ready now, without waiting; used to drain before shutdown. AMQP needs no
+    /// drain: what is not acknowledged stays in the broker.
+    pub fn ready_batch(&mut self, max: usize) -> Vec<Delivery> {
+        match self {
+            Consumer::Amqp(_) => Vec::new(),
+            Consumer::Memory(memory) => memory.try_take(max),
+        }
+    }
+
+    /// Acknowledges every delivery of a batch at once.
+    pub async fn ack(&mut self, batch: Vec<Delivery>) -> Result<(), ConsumeError> {
+        match self {
+            Consumer::Amqp(amqp) => amqp.ack(batch).await,
+            Consumer::Memory(memory) => {
+                memory.release(batch.len());
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives up on one message for good: it goes to the dead-letter queue.
+    pub async fn dead_letter(&mut self, delivery: Delivery) -> Result<(), ConsumeError> {
+        match (self, delivery.acker) {
+            (Consumer::Amqp(_), Acker::Amqp(acker)) => amqp::dead_letter(&acker).await,
+            (Consumer::Memory(memory), _) => {
+                tracing::error!(bytes = delivery.body.len(), "dropped an undecodable message");
+                memory.release(1);
+                Ok(())
+            }
+            (Consumer::Amqp(_), Acker::Memory) => Ok(()),
+        }
+    }
+}

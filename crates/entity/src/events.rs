@@ -1,0 +1,22 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "events")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub application_id: Uuid,
+    pub session_id: Uuid,
+    pub category: String,
+    pub name: String,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub data: Json,
+    pub timestamp: DateTimeUtc,
+    pub received_at: DateTimeUtc,
+    pub stored_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,20 @@
+//! Schema migrations for PostgreSQL and SQLite. Run with `eye migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_create_applications_and_tokens;
+mod m20261121_000002_create_events_and_sessions;
+mod m20261121_000003_create_rejected_events;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261121_000001_create_applications_and_tokens::Migration),
+            Box::new(m20261121_000002_create_events_and_sessions::Migration),
+            Box::new(m20261121_000003_create_rejected_events::Migration),
+        ]
+    }
+}
