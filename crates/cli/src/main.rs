@@ -1,1 +1,187 @@
-fn main() {}
+//! `eye`: one binary for every part of The Eye and its operator commands.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use eye_cli::stack::{self, Queue};
+use eye_cli::dev;
+use eye_core::Settings;
+use eye_core::token::{Scope, TokenKeys};
+use eye_entity::tokens;
+use eye_migration::{Migrator, MigratorTrait};
+use eye_worker::Worker;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "eye", version, about = "The Eye: collect behaviour events from your applications")]
+struct Cli {
+    /// Settings file; `EYE_*` environment variables override it.
+    #[arg(long, global = true, default_value = "eye.toml", env = "EYE_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process on a SQLite file and an in-process queue. Needs nothing else.
+    Dev {
+        /// Where the database, signing key and dev token live.
+        #[arg(long, default_value = "eye-data")]
+        data_dir: PathBuf,
+    },
+    /// The ingestion api (`EYE_API_ADDR`).
+    Api,
+    /// A queue consumer that validates and stores events.
+    Worker {
+        /// Consumers in this process, each with its own channel and transactions.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
+    /// Brings the database schema up to date.
+    Migrate {
+        /// Undo the latest migration instead.
+        #[arg(long)]
+        rollback: bool,
+    },
+    /// Api tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Applications.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Creates a token (and the application, if new) and prints the JWT alone on stdout.
+    Create {
+        #[arg(long)]
+        app: String,
+        #[arg(long, value_delimiter = ',', default_value = "events:write")]
+        scopes: Vec<Scope>,
+        /// How long the token lives, e.g. 90d, 12h, 1y.
+        #[arg(long, default_value = "90d")]
+        expires_in: humantime::Duration,
+    },
+    /// Lists every token with its application, scopes, expiry and state.
+    List,
+    /// Revokes a token; every api refuses it within `token_refresh_ms`.
+    Revoke { id: Uuid },
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Refuses every token of the application.
+    Disable { name: String },
+    /// Accepts the application's tokens again.
+    Enable { name: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(&cli.config)?;
+    if let Command::Dev { data_dir } = &cli.command {
+        return dev::run(settings, data_dir).await;
+    }
+    eye_core::telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Dev { .. } => Ok(()),
+        Command::Api => api(&settings).await,
+        Command::Worker { concurrency } => worker(&settings, concurrency).await,
+        Command::Migrate { rollback } => migrate(&settings, rollback).await,
+        Command::Token(command) => token(&settings, command).await,
+        Command::App(command) => app(&settings, command).await,
+    }
+}
+
+async fn api(settings: &Settings) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    let publisher = Queue::from_settings(settings)?.publisher(settings)?;
+    let api = eye_api::Api::build(settings, db, publisher).await?;
+    tracing::info!(addr = %settings.api_addr, port = api.port(), "api listening");
+    let handle = api.handle();
+    let server = tokio::spawn(api.run_until_stopped());
+    stack::shutdown_signal().await;
+    tracing::info!("stopping: finishing requests in flight");
+    handle.stop(true).await;
+    server.await??;
+    Ok(())
+}
+
+async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    let queue = Queue::from_settings(settings)?;
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| tokio::spawn(Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone()).run_until_stopped()))
+        .collect();
+    stack::shutdown_signal().await;
+    tracing::info!("stopping: unacknowledged messages return to the queue");
+    stop.cancel();
+    for worker in workers {
+        worker.await?;
+    }
+    Ok(())
+}
+
+async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    if rollback {
+        Migrator::down(&db, Some(1)).await.context("failed to roll back")?;
+        eprintln!("rolled back the latest migration");
+    } else {
+        stack::migrate(&db).await?;
+        eprintln!("the schema is up to date");
+    }
+    Ok(())
+}
+
+async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    match command {
+        TokenCommand::Create { app, scopes, expires_in } => {
+            let keys = TokenKeys::new(settings.jwt_secret()?);
+            let lifetime = chrono::Duration::from_std(expires_in.into()).context("--expires-in is too long")?;
+            let scopes: HashSet<Scope> = scopes.into_iter().collect();
+            let issued = tokens::issue(&db, &keys, &app, scopes, lifetime).await?;
+            eprintln!("token {} for application `{}`, expires {}", issued.id, issued.application.name, issued.expires_at.to_rfc3339());
+            println!("{}", issued.jwt);
+        }
+        TokenCommand::List => {
+            let now = chrono::Utc::now();
+            println!("{:<36}  {:<20}  {:<25}  {:<25}  STATE", "ID", "APPLICATION", "SCOPES", "EXPIRES");
+            for (token, app) in tokens::list(&db).await? {
+                let state = match () {
+                    () if token.revoked_at.is_some() => "revoked",
+                    () if app.disabled => "app disabled",
+                    () if token.expires_at <= now => "expired",
+                    () => "active",
+                };
+                let expires = token.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
+                println!("{:<36}  {:<20}  {:<25}  {:<25}  {state}", token.id, app.name, token.scopes, expires);
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            anyhow::ensure!(tokens::revoke(&db, id).await?, "no token has the id {id}");
+            eprintln!("revoked {id}; every api refuses it within {} ms", settings.token_refresh_ms);
+        }
+    }
+    Ok(())
+}
+
+async fn app(settings: &Settings, command: AppCommand) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    let (name, disabled) = match command {
+        AppCommand::Disable { name } => (name, true),
+        AppCommand::Enable { name } => (name, false),
+    };
+    tokens::set_application_disabled(&db, &name, disabled).await?;
+    eprintln!("application `{name}` is now {}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+

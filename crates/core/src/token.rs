@@ -11,6 +11,9 @@ use uuid::Uuid;
 
 pub const ISSUER: &str = "the-eye";
 
+/// Signing failed (only possible with a broken key).
+pub type SignError = jsonwebtoken::errors::Error;
+
 /// What a token lets its holder do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Scope {
@@ -116,7 +119,7 @@ impl TokenKeys {
         }
     }
 
-    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn sign(&self, claims: &Claims) -> Result<String, SignError> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
     }
 

@@ -1,7 +1,9 @@
-//! SeaORM entities, one module per table.
+//! SeaORM entities, one module per table, and the few operations on them that the CLI,
+//! the api and the admin share (`tokens`).
 
 pub mod api_tokens;
 pub mod applications;
 pub mod events;
 pub mod rejected_events;
 pub mod sessions;
+pub mod tokens;

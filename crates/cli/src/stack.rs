@@ -1,0 +1,190 @@
+//! A running The Eye: database, queue, api and workers, on either backend.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use eye_api::Api;
+use eye_core::Settings;
+use eye_core::queue::{AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology};
+use eye_migration::{Migrator, MigratorTrait};
+use eye_worker::Worker;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Where messages travel between api and workers.
+#[derive(Clone)]
+pub enum Queue {
+    /// RabbitMQ at this URL.
+    Amqp(String),
+    /// The in-process queue of `eye dev`; api and workers must share the process.
+    Memory(MemoryQueue),
+}
+
+impl Queue {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Queue::Amqp(settings.amqp_url()?.to_owned()))
+    }
+
+    pub fn memory(settings: &Settings) -> Self {
+        Queue::Memory(MemoryQueue::new(settings.memory_queue_capacity, settings.publish_timeout()))
+    }
+
+    pub fn publisher(&self, settings: &Settings) -> anyhow::Result<Publisher> {
+        Ok(match self {
+            Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(AmqpPublisher::new(
+                url,
+                Topology::new(&settings.queue_prefix),
+                settings.delivery_limit,
+                settings.publish_channels,
+                settings.publish_timeout(),
+            )?)),
+            Queue::Memory(queue) => Publisher::Memory(queue.clone()),
+        })
+    }
+
+    pub fn consumer(&self, settings: &Settings) -> Consumer {
+        match self {
+            Queue::Amqp(url) => Consumer::Amqp(Box::new(AmqpConsumer::new(
+                url,
+                Topology::new(&settings.queue_prefix),
+                settings.delivery_limit,
+                settings.worker_prefetch,
+            ))),
+            Queue::Memory(queue) => Consumer::Memory(queue.clone()),
+        }
+    }
+}
+
+/// Connects to PostgreSQL or SQLite. Connecting is lazy about nothing: a wrong URL fails here.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(16)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("failed to connect to the database at {}", redact(url)))?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        // WAL lets the api read tokens while the worker writes.
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").await?;
+    }
+    Ok(db)
+}
+
+/// Brings the schema up to date.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None).await.context("failed to migrate the database")
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Api and workers running in this process, stopped together.
+pub struct Running {
+    pub api_port: u16,
+    api: actix_web::dev::ServerHandle,
+    api_task: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    queue: Queue,
+}
+
+/// Starts the api and `workers` workers (at least one) on one database and queue.
+pub async fn start(settings: &Settings, db: &DatabaseConnection, queue: &Queue, workers: usize) -> anyhow::Result<Running> {
+    start_with_workers(settings, db, queue, workers.max(1)).await
+}
+
+/// Like [`start`], but `workers` may be 0 for tests that drive a worker themselves.
+pub async fn start_with_workers(
+    settings: &Settings,
+    db: &DatabaseConnection,
+    queue: &Queue,
+    workers: usize,
+) -> anyhow::Result<Running> {
+    let api = Api::build(settings, db.clone(), queue.publisher(settings)?).await?;
+    let api_port = api.port();
+    let handle = api.handle();
+    let api_task = tokio::spawn(api.run_until_stopped());
+    let stop = CancellationToken::new();
+    let workers = (0..workers)
+        .map(|_| {
+            let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone());
+            tokio::spawn(worker.run_until_stopped())
+        })
+        .collect();
+    Ok(Running { api_port, api: handle, api_task, workers, stop, queue: queue.clone() })
+}
+
+impl Running {
+    /// Stops everything now, without draining; for tests that end abruptly.
+    pub fn abort(self) {
+        self.stop.cancel();
+        if let Queue::Memory(queue) = &self.queue {
+            queue.close();
+        }
+        tokio::spawn(self.api.stop(false));
+        self.api_task.abort();
+    }
+
+    /// Stops taking requests, lets those in flight finish, then stops the workers once they
+    /// stored everything the in-process queue still holds.
+    pub async fn shutdown(self) {
+        self.api.stop(true).await;
+        let _ = self.api_task.await;
+        if let Queue::Memory(queue) = &self.queue {
+            queue.close();
+        }
+        self.stop.cancel();
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(redact("postgres://eye:hunter2@db:5432/eye"), "postgres://eye:***@db:5432/eye");
+        assert_eq!(redact("amqp://guest@mq/%2f"), "amqp://guest@mq/%2f");
+        assert_eq!(redact("sqlite://./eye-data/eye.db?mode=rwc"), "sqlite://./eye-data/eye.db?mode=rwc");
+    }
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

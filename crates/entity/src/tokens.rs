@@ -1,0 +1,120 @@
+//! Applications and their api tokens: what `eye token …` and the admin panel do.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use eye_core::token::{Claims, Scope, SignError, TokenKeys};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+use uuid::Uuid;
+
+use crate::{api_tokens, applications};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenOpError {
+    #[error(transparent)]
+    Db(#[from] DbErr),
+    #[error("could not sign the token: {0}")]
+    Sign(#[from] SignError),
+    #[error("no application is named `{0}`")]
+    NoSuchApplication(String),
+    #[error("application names have 1 to 128 characters")]
+    BadName,
+}
+
+/// A freshly issued token: the JWT is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub id: Uuid,
+    pub application: applications::Model,
+    pub scopes: HashSet<Scope>,
+    pub expires_at: DateTime<Utc>,
+    pub jwt: String,
+}
+
+/// The application with this name, created if it does not exist yet.
+pub async fn ensure_application(db: &impl ConnectionTrait, name: &str) -> Result<applications::Model, TokenOpError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 128 {
+        return Err(TokenOpError::BadName);
+    }
+    if let Some(app) = find_application(db, name).await? {
+        return Ok(app);
+    }
+    let app = applications::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(name.to_owned()),
+        disabled: Set(false),
+        created_at: Set(Utc::now()),
+    };
+    match app.insert(db).await {
+        Ok(app) => Ok(app),
+        // Created meanwhile by someone else: use theirs.
+        Err(e) => find_application(db, name).await?.ok_or(TokenOpError::Db(e)),
+    }
+}
+
+pub async fn find_application(db: &impl ConnectionTrait, name: &str) -> Result<Option<applications::Model>, DbErr> {
+    applications::Entity::find().filter(applications::Column::Name.eq(name)).one(db).await
+}
+
+/// Creates the token row first, then signs it, so a printed token is always known.
+pub async fn issue(
+    db: &impl ConnectionTrait,
+    keys: &TokenKeys,
+    application: &str,
+    scopes: HashSet<Scope>,
+    lifetime: Duration,
+) -> Result<IssuedToken, TokenOpError> {
+    let application = ensure_application(db, application).await?;
+    let now = Utc::now();
+    let expires_at = now + lifetime;
+    let mut names: Vec<_> = scopes.iter().map(|s| s.as_str()).collect();
+    names.sort_unstable();
+    let row = api_tokens::ActiveModel {
+        id: Set(Uuid::new_v4()),
+        application_id: Set(application.id),
+        scopes: Set(names.join(",")),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+        revoked_at: Set(None),
+        last_used_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    let jwt = keys.sign(&Claims::new(application.id, row.id, scopes.clone(), now, expires_at))?;
+    Ok(IssuedToken { id: row.id, application, scopes, expires_at, jwt })
+}
+
+/// Every token with its application, newest first.
+pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<(api_tokens::Model, applications::Model)>, DbErr> {
+    let rows = api_tokens::Entity::find()
+        .find_also_related(applications::Entity)
+        .order_by_desc(api_tokens::Column::CreatedAt)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(token, app)| Some((token, app?))).collect())
+}
+
+/// Marks a token revoked; false when no such token exists. Revoking twice keeps the first time.
+pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
+    let Some(token) = api_tokens::Entity::find_by_id(id).one(db).await? else {
+        return Ok(false);
+    };
+    if token.revoked_at.is_none() {
+        let mut token: api_tokens::ActiveModel = token.into();
+        token.revoked_at = Set(Some(Utc::now()));
+        token.update(db).await?;
+    }
+    Ok(true)
+}
+
+/// Disables or re-enables an application; its tokens stop or start working with it.
+pub async fn set_application_disabled(db: &impl ConnectionTrait, name: &str, disabled: bool) -> Result<(), TokenOpError> {
+    let app = find_application(db, name).await?.ok_or_else(|| TokenOpError::NoSuchApplication(name.to_owned()))?;
+    let mut app: applications::ActiveModel = app.into();
+    app.disabled = Set(disabled);
+    app.update(db).await?;
+    Ok(())
+}

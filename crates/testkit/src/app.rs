@@ -1,0 +1,305 @@
+use std::collections::HashSet;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use eye_cli::stack::{self, Queue, Running};
+use eye_core::Settings;
+use eye_core::queue::Topology;
+use eye_core::token::{Scope, TokenKeys};
+use eye_entity::{events, rejected_events, sessions, tokens};
+use eye_worker::Worker;
+use reqwest::Url;
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryOrder};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{Backend, Proxy};
+
+pub const APPLICATION: &str = "test-app";
+const SECRET: &str = "test-secret-test-secret-test-secret";
+
+/// How to start the app under test.
+pub struct Options {
+    /// Workers started with the api; 0 lets the test drive [`TestApp::worker`] itself.
+    pub workers: usize,
+    /// Put the broker behind a [`Proxy`] the test can cut (RabbitMQ only).
+    pub proxy_broker: bool,
+    /// Put the database behind a [`Proxy`] the test can cut (PostgreSQL only).
+    pub proxy_database: bool,
+    /// Any other setting.
+    pub settings: fn(&mut Settings),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { workers: 1, proxy_broker: false, proxy_database: false, settings: |_| {} }
+    }
+}
+
+/// The Eye running in this test, on a database and queue of its own.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    /// A direct connection for assertions (never through a proxy).
+    pub db: DatabaseConnection,
+    pub settings: Settings,
+    pub queue: Queue,
+    /// An `events:write` token for [`APPLICATION`].
+    pub token: String,
+    pub keys: TokenKeys,
+    pub client: reqwest::Client,
+    pub broker_proxy: Option<Proxy>,
+    pub database_proxy: Option<Proxy>,
+    /// The database the services under test use (through the proxy, if any).
+    pub service_db: DatabaseConnection,
+    running: Option<Running>,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Embedded(#[allow(dead_code)] tempfile::TempDir),
+    Services { admin_url: String, database: String, amqp_url: String, prefix: String },
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        init_logging();
+        let mut settings = Settings {
+            api_addr: "127.0.0.1:0".into(),
+            jwt_secret: Some(SecretString::from(SECRET)),
+            token_refresh_ms: 200,
+            publish_timeout_ms: 2_000,
+            worker_batch_wait_ms: 5,
+            ..Settings::default()
+        };
+        (options.settings)(&mut settings);
+        let (database_url, queue, cleanup, broker_proxy, database_proxy) = match backend {
+            Backend::Embedded => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display());
+                (url, Queue::memory(&settings), Cleanup::Embedded(dir), None, None)
+            }
+            Backend::Services { database_url, amqp_url } => {
+                let database = format!("eye_test_{}", Uuid::new_v4().simple());
+                let admin = stack::connect(&database_url).await.unwrap();
+                admin.execute_unprepared(&format!(r#"CREATE DATABASE "{database}""#)).await.unwrap();
+                admin.close().await.unwrap();
+                let mut url = Url::parse(&database_url).unwrap();
+                url.set_path(&database);
+                let database_proxy = if options.proxy_database { Some(Proxy::start(authority(&url)).await) } else { None };
+                let mut amqp = Url::parse(&amqp_url).unwrap();
+                let broker_proxy = if options.proxy_broker { Some(Proxy::start(authority(&amqp)).await) } else { None };
+                if let Some(proxy) = &broker_proxy {
+                    amqp.set_port(Some(proxy.addr().port())).unwrap();
+                }
+                settings.queue_prefix = format!("eye-test-{}", Uuid::new_v4().simple());
+                let cleanup = Cleanup::Services {
+                    admin_url: database_url.clone(),
+                    database,
+                    amqp_url: amqp_url.clone(),
+                    prefix: settings.queue_prefix.clone(),
+                };
+                (url.to_string(), Queue::Amqp(amqp.to_string()), cleanup, broker_proxy, database_proxy)
+            }
+        };
+        settings.database_url = Some(SecretString::from(database_url.clone()));
+        let db = stack::connect(&database_url).await.unwrap();
+        stack::migrate(&db).await.unwrap();
+        let service_db = match &database_proxy {
+            Some(proxy) => {
+                let mut url = Url::parse(&database_url).unwrap();
+                url.set_port(Some(proxy.addr().port())).unwrap();
+                stack::connect(url.as_str()).await.unwrap()
+            }
+            None => db.clone(),
+        };
+        let keys = TokenKeys::new(SECRET.as_bytes());
+        let token = tokens::issue(&db, &keys, APPLICATION, HashSet::from([Scope::EventsWrite]), chrono::Duration::hours(1))
+            .await
+            .unwrap()
+            .jwt;
+        let mut app = Self {
+            address: String::new(),
+            db,
+            settings,
+            queue,
+            token,
+            keys,
+            client: reqwest::Client::new(),
+            broker_proxy,
+            database_proxy,
+            service_db,
+            running: None,
+            cleanup,
+        };
+        let running = stack::start_with_workers(&app.settings, &app.service_db, &app.queue, options.workers).await.unwrap();
+        app.address = format!("http://127.0.0.1:{}", running.api_port);
+        app.running = Some(running);
+        app
+    }
+
+    /// A worker the test drives itself, batch by batch.
+    pub fn worker(&self) -> Worker {
+        Worker::new(self.service_db.clone(), self.queue.consumer(&self.settings), &self.settings, CancellationToken::new())
+    }
+
+    /// Stops the api, then the workers once everything queued in-process is stored.
+    pub async fn shutdown(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// Posts JSON with the app's token.
+    pub async fn post(&self, body: &Value) -> reqwest::Response {
+        self.post_as(&self.token, body).await
+    }
+
+    pub async fn post_as(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.post_raw(Some(token), "application/json", None, serde_json::to_vec(body).unwrap()).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .post(format!("{}/v1/events", self.address))
+            .header("Content-Type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(encoding) = encoding {
+            request = request.header("Content-Encoding", encoding);
+        }
+        request.send().await.expect("the api did not answer")
+    }
+
+    /// A fresh token for the test application.
+    pub async fn token_with(&self, scopes: &[Scope], lifetime: chrono::Duration) -> tokens::IssuedToken {
+        tokens::issue(&self.db, &self.keys, APPLICATION, scopes.iter().copied().collect(), lifetime).await.unwrap()
+    }
+
+    pub async fn stored_events(&self) -> Vec<events::Model> {
+        events::Entity::find().order_by_asc(events::Column::Timestamp).all(&self.db).await.unwrap()
+    }
+
+    pub async fn rejected_events(&self) -> Vec<rejected_events::Model> {
+        rejected_events::Entity::find().order_by_asc(rejected_events::Column::ReceivedAt).all(&self.db).await.unwrap()
+    }
+
+    pub async fn session(&self, id: Uuid) -> Option<sessions::Model> {
+        sessions::Entity::find_by_id(id).one(&self.db).await.unwrap()
+    }
+
+    pub async fn counts(&self) -> (u64, u64) {
+        let stored = events::Entity::find().count(&self.db).await.unwrap();
+        let rejected = rejected_events::Entity::find().count(&self.db).await.unwrap();
+        (stored, rejected)
+    }
+
+    /// Waits until `stored` events and `rejected` rejections are in the database.
+    pub async fn wait_for_counts(&self, stored: u64, rejected: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = self.counts().await;
+            if counts == (stored, rejected) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "expected {stored} stored and {rejected} rejected, found {counts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abort();
+        }
+        if let Cleanup::Services { admin_url, database, amqp_url, prefix } = &self.cleanup {
+            let (admin_url, database, amqp_url, prefix) = (admin_url.clone(), database.clone(), amqp_url.clone(), prefix.clone());
+            // Async clean-up cannot run in `drop`; a thread with its own runtime can.
+            let cleaned = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    if let Ok(admin) = stack::connect(&admin_url).await {
+                        let _ = admin.execute_unprepared(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#)).await;
+                    }
+                    delete_queues(&amqp_url, &prefix).await;
+                });
+            });
+            let _ = cleaned.join();
+        }
+    }
+}
+
+async fn delete_queues(amqp_url: &str, prefix: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else { return };
+    let topology = Topology::new(prefix);
+    for queue in [&topology.queue, &topology.dead_queue] {
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for exchange in [&topology.exchange, &topology.dead_exchange] {
+        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = connection.close(200, "OK".into()).await;
+}
+
+fn authority(url: &Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port_or_known_default().unwrap_or(5432))
+}
+
+fn init_logging() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        if std::env::var("EYE_TEST_LOG").is_ok() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("info,eye=debug"))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// An event of the given type with a fresh session and the timestamp as sent.
+pub fn event(category: &str, name: &str, data: Value, timestamp: &str) -> Value {
+    json!({
+        "session_id": Uuid::new_v4(),
+        "category": category,
+        "name": name,
+        "data": data,
+        "timestamp": timestamp,
+    })
+}
+
+/// The three canonical event types, one in each accepted timestamp form.
+pub fn canonical_events(session: Uuid) -> Value {
+    json!([
+        {"session_id": session, "category": "page interaction", "name": "pageview",
+         "data": {"host": "www.consumeraffairs.com", "path": "/"},
+         "timestamp": "2021-01-01 09:15:27.243860"},
+        {"session_id": session, "category": "page interaction", "name": "cta click",
+         "data": {"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"},
+         "timestamp": "2021-01-01T09:15:28.5Z"},
+        {"session_id": session, "category": "form interaction", "name": "submit",
+         "data": {"host": "www.consumeraffairs.com", "path": "/",
+                  "form": {"first_name": "John", "last_name": "Doe"}},
+         "timestamp": "2021-01-01T11:15:29+02:00"},
+    ])
+}
