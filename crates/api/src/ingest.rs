@@ -5,7 +5,6 @@ use std::io::Read;
 
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
 use eye_core::event::ENVELOPE_VERSION;
 use eye_core::token::Scope;
 use eye_core::{Envelope, FieldError, IncomingEvent};
@@ -46,7 +45,7 @@ pub async fn post_events(
         v: ENVELOPE_VERSION,
         application_id: claims.sub,
         token_id: claims.jti,
-        received_at: Utc::now(),
+        received_at: eye_core::event::now(),
         events,
     };
     let message = serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;

@@ -1,6 +1,6 @@
 //! Events as applications send them, and the envelope the api puts on the queue.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -58,7 +58,8 @@ pub struct Envelope {
 }
 
 /// A timestamp read from RFC 3339 (`Z` or an offset) or from the naive
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]` form, which is taken as UTC.
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` form, which is taken as UTC. Kept to the microsecond, the
+/// precision every supported database stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventTimestamp(pub DateTime<Utc>);
 
@@ -69,15 +70,20 @@ impl EventTimestamp {
     pub fn parse(input: &str) -> Result<Self, String> {
         let input = input.trim();
         if let Ok(at) = DateTime::parse_from_rfc3339(input) {
-            return Ok(Self(at.with_timezone(&Utc)));
+            return Ok(Self(at.with_timezone(&Utc).trunc_subsecs(6)));
         }
         for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
             if let Ok(naive) = NaiveDateTime::parse_from_str(input, format) {
-                return Ok(Self(naive.and_utc()));
+                return Ok(Self(naive.and_utc().trunc_subsecs(6)));
             }
         }
         Err(format!("`{input}` is not {}", Self::EXPECTED))
     }
+}
+
+/// Now, to the microsecond like every stored timestamp.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
 impl<'de> Deserialize<'de> for EventTimestamp {
@@ -124,6 +130,7 @@ mod tests {
             ("2021-01-01T09:15:27.243860Z", utc(2021, 1, 1, 9, 15, 27, 243_860)),
             ("2021-01-01T11:15:27.243860+02:00", utc(2021, 1, 1, 9, 15, 27, 243_860)),
             ("2021-01-01T04:15:27-05:00", utc(2021, 1, 1, 9, 15, 27, 0)),
+            ("2021-01-01T09:15:27.243860999Z", utc(2021, 1, 1, 9, 15, 27, 243_860)),
         ];
         for (input, expected) in cases {
             assert_eq!(EventTimestamp::parse(input), Ok(EventTimestamp(expected)), "{input}");

@@ -85,7 +85,7 @@ async fn two_workers_count_a_thousand_events_of_one_session_exactly(backend: Bac
     };
     let app = TestApp::spawn_with(backend, options).await;
     let session = Uuid::new_v4();
-    let start = Utc::now() - chrono::Duration::hours(1);
+    let start = eye_core::event::now() - chrono::Duration::hours(1);
     let posts = (0..100).map(|request| {
         let batch: Vec<Value> = (0..10)
             .map(|i| {

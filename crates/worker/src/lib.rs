@@ -8,7 +8,6 @@ pub mod validation;
 
 use std::time::Duration;
 
-use chrono::Utc;
 use eye_core::event::ENVELOPE_VERSION;
 use eye_core::queue::{ConsumeError, Consumer, Delivery};
 use eye_core::{Envelope, Settings};
@@ -182,7 +181,7 @@ impl Worker {
 
     fn rows<'a>(&self, envelopes: impl Iterator<Item = &'a Envelope>) -> Rows {
         let mut rows = Rows::default();
-        let stored_at = Utc::now();
+        let stored_at = eye_core::event::now();
         for envelope in envelopes {
             for event in &envelope.events {
                 let data: Value = serde_json::from_str(event.data.get()).unwrap_or(Value::Null);

@@ -1,0 +1,119 @@
+//! `eye dev`: the first minute of a new user, run as the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+struct Dev {
+    child: Child,
+    api: String,
+    token: String,
+}
+
+/// Starts `eye dev` on `data_dir` and reads the api address and token from its banner.
+fn start(data_dir: &Path) -> Dev {
+    start_with(data_dir, &[])
+}
+
+fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eye"))
+        .envs(env.iter().copied())
+        .args(["dev", "--data-dir"])
+        .arg(data_dir)
+        .env("EYE_API_ADDR", "127.0.0.1:0")
+        .env("EYE_CONFIG", "/nonexistent/eye.toml")
+        .env_remove("EYE_JWT_SECRET")
+        .env_remove("EYE_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut api, mut token) = (None, None);
+    while api.is_none() || token.is_none() {
+        let line = lines.next().expect("the banner ended early").unwrap();
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("api"), Some(url)) => api = Some(url.trim_end_matches("/v1/events").to_owned()),
+            (Some("token"), Some(t)) => token = Some(t.to_owned()),
+            _ => {}
+        }
+    }
+    // Keep reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Dev { child, api: api.unwrap(), token: token.unwrap() }
+}
+
+fn interrupt(dev: &mut Dev) {
+    let status = Command::new("kill").args(["-INT", &dev.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = dev.child.wait().unwrap();
+    assert!(exit.success(), "eye dev exited with {exit}");
+}
+
+async fn count_events(data_dir: &Path) -> i64 {
+    let url = format!("sqlite://{}", data_dir.join("eye.db").display());
+    let db = eye_cli::stack::connect(&url).await.unwrap();
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM events"))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
+fn batch(n: usize) -> Value {
+    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    let session = uuid::Uuid::new_v4();
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"session_id": session, "category": "page interaction", "name": "pageview",
+                            "data": {"host": "example.com", "path": format!("/{i}")}, "timestamp": now}))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stores_every_accepted_event_before_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    // One message per transaction, so that the worker falls behind and there is a backlog.
+    let mut dev = start_with(dir.path(), &[("EYE_WORKER_BATCH_MESSAGES", "1")]);
+    let client = reqwest::Client::new();
+    let posts = (0..100).map(|_| {
+        client
+            .post(format!("{}/v1/events", dev.api))
+            .bearer_auth(&dev.token)
+            .json(&batch(500))
+            .send()
+    });
+    let responses = futures_util::future::join_all(posts).await;
+    let accepted = responses.iter().filter(|r| r.as_ref().is_ok_and(|r| r.status() == 202)).count();
+    assert_eq!(accepted, 100);
+    let before = count_events(dir.path()).await;
+    interrupt(&mut dev);
+    assert!(before < 100 * 500, "no backlog when stopping; the test would prove nothing");
+    assert_eq!(count_events(dir.path()).await, 100 * 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_start_reuses_the_data_and_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut first = start(dir.path());
+    let response = client.post(format!("{}/v1/events", first.api)).bearer_auth(&first.token).json(&batch(3)).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    interrupt(&mut first);
+
+    let mut second = start(dir.path());
+    assert_eq!(second.token, first.token, "the printed token stays valid across restarts");
+    let response = client.post(format!("{}/v1/events", second.api)).bearer_auth(&second.token).json(&batch(2)).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    interrupt(&mut second);
+    assert_eq!(count_events(dir.path()).await, 5);
+}
