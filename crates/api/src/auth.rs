@@ -32,7 +32,11 @@ pub struct TokenGate {
 
 impl TokenGate {
     pub fn new(keys: TokenKeys, db: DatabaseConnection) -> Self {
-        Self { keys, db, known: RwLock::new(Arc::new(HashMap::new())) }
+        Self {
+            keys,
+            db,
+            known: RwLock::new(Arc::new(HashMap::new())),
+        }
     }
 
     /// The claims of a request's valid, active token that carries `scope`.
@@ -47,7 +51,10 @@ impl TokenGate {
             Some(state) => state,
             // A token created after the last refresh: look it up once and remember it.
             None => {
-                let state = self.lookup(claims.jti).await.map_err(ApiError::AuthUnavailable)?;
+                let state = self
+                    .lookup(claims.jti)
+                    .await
+                    .map_err(ApiError::AuthUnavailable)?;
                 self.remember(claims.jti, state);
                 state
             }
@@ -72,7 +79,10 @@ impl TokenGate {
             .filter(api_tokens::Column::ExpiresAt.gt(Utc::now()))
             .all(&self.db)
             .await?;
-        let known = rows.into_iter().map(|(token, app)| (token.id, state_of(&token, app.as_ref()))).collect();
+        let known = rows
+            .into_iter()
+            .map(|(token, app)| (token.id, state_of(&token, app.as_ref())))
+            .collect();
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
         Ok(())
     }
@@ -107,7 +117,9 @@ impl TokenGate {
             .find_also_related(applications::Entity)
             .one(&self.db)
             .await?;
-        Ok(row.map_or(TokenState::Unknown, |(token, app)| state_of(&token, app.as_ref())))
+        Ok(row.map_or(TokenState::Unknown, |(token, app)| {
+            state_of(&token, app.as_ref())
+        }))
     }
 }
 
@@ -115,7 +127,9 @@ fn state_of(token: &api_tokens::Model, app: Option<&applications::Model>) -> Tok
     match app {
         _ if token.revoked_at.is_some() => TokenState::Revoked,
         Some(app) if app.disabled => TokenState::ApplicationDisabled,
-        Some(_) => TokenState::Active { application_id: token.application_id },
+        Some(_) => TokenState::Active {
+            application_id: token.application_id,
+        },
         None => TokenState::Unknown,
     }
 }
@@ -123,5 +137,8 @@ fn state_of(token: &api_tokens::Model, app: Option<&applications::Model>) -> Tok
 fn bearer(request: &HttpRequest) -> Option<&str> {
     let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }

@@ -36,7 +36,11 @@ pub async fn post_events(
     let gzip = is_gzip(&request)?;
     let limits = &state.limits;
     let body = read_body(&request, payload, limits.max_request_bytes).await?;
-    let body = if gzip { gunzip(&body, limits.max_request_bytes)? } else { body.to_vec() };
+    let body = if gzip {
+        gunzip(&body, limits.max_request_bytes)?
+    } else {
+        body.to_vec()
+    };
     let events = parse_events(&body, limits)?;
     tracing::Span::current().record("events", events.len());
 
@@ -48,7 +52,8 @@ pub async fn post_events(
         received_at: eye_core::event::now(),
         events,
     };
-    let message = serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let message =
+        serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     state.publisher.publish(&message).await?;
     Ok(HttpResponse::Accepted().json(Accepted { ids }))
 }
@@ -62,7 +67,11 @@ pub struct Limits {
 }
 
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    let content_type = request.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let essence = content_type.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/json") {
         Ok(())
@@ -85,7 +94,11 @@ fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {
     }
 }
 
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let declared = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -123,7 +136,10 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<eye_core::Event>
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let (raw, batched): (Vec<&RawValue>, bool) = match first {
         Some(b'[') => (serde_json::from_slice(body).map_err(invalid_json)?, true),
-        Some(b'{') => (vec![serde_json::from_slice(body).map_err(invalid_json)?], false),
+        Some(b'{') => (
+            vec![serde_json::from_slice(body).map_err(invalid_json)?],
+            false,
+        ),
         Some(_) => return Err(ApiError::NotAnEvent),
         None => return Err(ApiError::InvalidJson("the body is empty".into())),
     };
@@ -137,9 +153,16 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<eye_core::Event>
     let mut errors = Vec::new();
     for (index, raw) in raw.into_iter().enumerate() {
         if raw.get().len() > limits.max_event_bytes {
-            return Err(ApiError::EventTooLarge { index, limit: limits.max_event_bytes });
+            return Err(ApiError::EventTooLarge {
+                index,
+                limit: limits.max_event_bytes,
+            });
         }
-        let prefix = if batched { format!("[{index}].") } else { String::new() };
+        let prefix = if batched {
+            format!("[{index}].")
+        } else {
+            String::new()
+        };
         let mut deserializer = serde_json::Deserializer::from_str(raw.get());
         match serde_path_to_error::deserialize::<_, IncomingEvent>(&mut deserializer) {
             Ok(event) => events.push(event.into_event()),
@@ -147,7 +170,11 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<eye_core::Event>
             Err(_) => {}
         }
     }
-    if errors.is_empty() { Ok(events) } else { Err(ApiError::InvalidEvents(errors)) }
+    if errors.is_empty() {
+        Ok(events)
+    } else {
+        Err(ApiError::InvalidEvents(errors))
+    }
 }
 
 fn invalid_json(error: serde_json::Error) -> ApiError {
@@ -157,9 +184,20 @@ fn invalid_json(error: serde_json::Error) -> ApiError {
 /// Names the field and gives a stable code for a shape error.
 fn field_error(prefix: &str, error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     let message = error.inner().to_string();
-    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-    if let Some(missing) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
-        return FieldError::new(format!("{prefix}{missing}"), "required", format!("{missing} is required"));
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    if let Some(missing) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        return FieldError::new(
+            format!("{prefix}{missing}"),
+            "required",
+            format!("{missing} is required"),
+        );
     }
     let path = error.path().to_string();
     let code = match path.as_str() {
@@ -168,7 +206,11 @@ fn field_error(prefix: &str, error: &serde_path_to_error::Error<serde_json::Erro
         "id" | "session_id" => "invalid_uuid",
         _ => "invalid_value",
     };
-    let field = if path == "." { prefix.trim_end_matches('.').to_owned() } else { format!("{prefix}{path}") };
+    let field = if path == "." {
+        prefix.trim_end_matches('.').to_owned()
+    } else {
+        format!("{prefix}{path}")
+    };
     FieldError::new(field, code, message)
 }
 
@@ -176,13 +218,19 @@ fn field_error(prefix: &str, error: &serde_path_to_error::Error<serde_json::Erro
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_events: 3, max_event_bytes: 400, max_request_bytes: 4096 };
+    const LIMITS: Limits = Limits {
+        max_events: 3,
+        max_event_bytes: 400,
+        max_request_bytes: 4096,
+    };
     const VALID: &str = r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"page interaction",
         "name":"pageview","data":{"host":"h","path":"/"},"timestamp":"2021-01-01 09:15:27.243860"}"#;
 
     fn errors(body: &str) -> Vec<(String, String)> {
         match parse_events(body.as_bytes(), &LIMITS) {
-            Err(ApiError::InvalidEvents(errors)) => errors.into_iter().map(|e| (e.field, e.code)).collect(),
+            Err(ApiError::InvalidEvents(errors)) => {
+                errors.into_iter().map(|e| (e.field, e.code)).collect()
+            }
             other => panic!("expected field errors, got {other:?}"),
         }
     }
@@ -199,14 +247,38 @@ mod tests {
     #[test]
     fn shape_errors_name_the_field_and_a_stable_code() {
         let cases = [
-            (r#"{"category":"c","name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#, "session_id", "required"),
-            (r#"{"session_id":"nope","category":"c","name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#, "session_id", "invalid_uuid"),
-            (r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":7,"name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#, "category", "invalid_type"),
-            (r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"c","name":"n","data":{},"timestamp":"soon"}"#, "timestamp", "invalid_timestamp"),
-            (r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"c","name":"n","timestamp":"2021-01-01 00:00:00"}"#, "data", "required"),
+            (
+                r#"{"category":"c","name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#,
+                "session_id",
+                "required",
+            ),
+            (
+                r#"{"session_id":"nope","category":"c","name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#,
+                "session_id",
+                "invalid_uuid",
+            ),
+            (
+                r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":7,"name":"n","data":{},"timestamp":"2021-01-01 00:00:00"}"#,
+                "category",
+                "invalid_type",
+            ),
+            (
+                r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"c","name":"n","data":{},"timestamp":"soon"}"#,
+                "timestamp",
+                "invalid_timestamp",
+            ),
+            (
+                r#"{"session_id":"e2085be5-9137-4e4e-80b5-f1ffddc25423","category":"c","name":"n","timestamp":"2021-01-01 00:00:00"}"#,
+                "data",
+                "required",
+            ),
         ];
         for (body, field, code) in cases {
-            assert_eq!(errors(body), [(field.to_owned(), code.to_owned())], "{body}");
+            assert_eq!(
+                errors(body),
+                [(field.to_owned(), code.to_owned())],
+                "{body}"
+            );
         }
     }
 
@@ -214,18 +286,39 @@ mod tests {
     fn errors_in_a_batch_carry_the_index_of_the_event() {
         let body = format!(r#"[{VALID},{{"category":"c"}}]"#);
         let found = errors(&body);
-        assert!(found.contains(&("[1].session_id".into(), "required".into())), "{found:?}");
+        assert!(
+            found.contains(&("[1].session_id".into(), "required".into())),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn bodies_that_are_not_events_or_too_big_are_refused() {
-        assert!(matches!(parse_events(b"[]", &LIMITS), Err(ApiError::NotAnEvent)));
-        assert!(matches!(parse_events(b"\"hi\"", &LIMITS), Err(ApiError::NotAnEvent)));
-        assert!(matches!(parse_events(b"{", &LIMITS), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(
+            parse_events(b"[]", &LIMITS),
+            Err(ApiError::NotAnEvent)
+        ));
+        assert!(matches!(
+            parse_events(b"\"hi\"", &LIMITS),
+            Err(ApiError::NotAnEvent)
+        ));
+        assert!(matches!(
+            parse_events(b"{", &LIMITS),
+            Err(ApiError::InvalidJson(_))
+        ));
         let four = format!("[{VALID},{VALID},{VALID},{VALID}]");
-        assert!(matches!(parse_events(four.as_bytes(), &LIMITS), Err(ApiError::TooManyEvents(3))));
-        let big = VALID.replace(r#""path":"/""#, &format!(r#""path":"/{}""#, "x".repeat(400)));
-        assert!(matches!(parse_events(big.as_bytes(), &LIMITS), Err(ApiError::EventTooLarge { index: 0, .. })));
+        assert!(matches!(
+            parse_events(four.as_bytes(), &LIMITS),
+            Err(ApiError::TooManyEvents(3))
+        ));
+        let big = VALID.replace(
+            r#""path":"/""#,
+            &format!(r#""path":"/{}""#, "x".repeat(400)),
+        );
+        assert!(matches!(
+            parse_events(big.as_bytes(), &LIMITS),
+            Err(ApiError::EventTooLarge { index: 0, .. })
+        ));
     }
 
     #[test]
@@ -235,7 +328,13 @@ mod tests {
         encoder.write_all(&vec![b' '; 1 << 20]).unwrap();
         let bomb = encoder.finish().unwrap();
         assert!(bomb.len() < 4096);
-        assert!(matches!(gunzip(&bomb, 4096), Err(ApiError::PayloadTooLarge(4096))));
-        assert!(matches!(gunzip(b"not gzip", 4096), Err(ApiError::InvalidGzip)));
+        assert!(matches!(
+            gunzip(&bomb, 4096),
+            Err(ApiError::PayloadTooLarge(4096))
+        ));
+        assert!(matches!(
+            gunzip(b"not gzip", 4096),
+            Err(ApiError::InvalidGzip)
+        ));
     }
 }

@@ -35,7 +35,11 @@ pub struct Api {
 
 impl Api {
     /// Binds `settings.api_addr` (port 0 picks a free port) and prepares the server.
-    pub async fn build(settings: &Settings, db: DatabaseConnection, publisher: Publisher) -> anyhow::Result<Self> {
+    pub async fn build(
+        settings: &Settings,
+        db: DatabaseConnection,
+        publisher: Publisher,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.api_addr)
             .map_err(|e| anyhow::anyhow!("failed to bind the api to {}: {e}", settings.api_addr))?;
         let port = listener.local_addr()?.port();

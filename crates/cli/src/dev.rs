@@ -32,9 +32,14 @@ pub async fn prepare(mut settings: Settings, data_dir: &Path) -> anyhow::Result<
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("failed to create the data directory {}", data_dir.display()))?;
     let database_file = data_dir.join("eye.db");
-    settings.database_url = Some(SecretString::from(format!("sqlite://{}?mode=rwc", database_file.display())));
+    settings.database_url = Some(SecretString::from(format!(
+        "sqlite://{}?mode=rwc",
+        database_file.display()
+    )));
     if settings.jwt_secret.is_none() {
-        settings.jwt_secret = Some(SecretString::from(read_or_create_secret(&data_dir.join(SECRET_FILE))?));
+        settings.jwt_secret = Some(SecretString::from(read_or_create_secret(
+            &data_dir.join(SECRET_FILE),
+        )?));
     }
     let db = stack::connect(settings.database_url()?).await?;
     stack::migrate(&db).await?;
@@ -44,17 +49,26 @@ pub async fn prepare(mut settings: Settings, data_dir: &Path) -> anyhow::Result<
         Some(token) => token,
         None => {
             let scopes = HashSet::from(Scope::ALL);
-            let issued = tokens::issue(&db, &keys, APPLICATION, scopes, chrono::Duration::days(365)).await?;
+            let issued =
+                tokens::issue(&db, &keys, APPLICATION, scopes, chrono::Duration::days(365)).await?;
             write_private(&token_file, &issued.jwt)?;
             issued.jwt
         }
     };
-    Ok(Dev { settings, db, token, database_file })
+    Ok(Dev {
+        settings,
+        db,
+        token,
+        database_file,
+    })
 }
 
 /// Runs until Ctrl-C, then drains: every event answered 202 is stored before this returns.
 pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
-    let settings = Settings { log_format: LogFormat::Pretty, ..settings };
+    let settings = Settings {
+        log_format: LogFormat::Pretty,
+        ..settings
+    };
     eye_core::telemetry::init(settings.log_format);
     let dev = prepare(settings, data_dir).await?;
     let queue = Queue::memory(&dev.settings);
@@ -63,7 +77,10 @@ pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
     crate::stack::shutdown_signal().await;
     println!("Stopping: storing what is still queued…");
     running.shutdown().await;
-    println!("Stopped. Every accepted event is in {}.", dev.database_file.display());
+    println!(
+        "Stopped. Every accepted event is in {}.",
+        dev.database_file.display()
+    );
     Ok(())
 }
 
@@ -91,7 +108,10 @@ fn banner(dev: &Dev, port: u16) -> String {
 async fn reusable_token(db: &DatabaseConnection, keys: &TokenKeys, file: &Path) -> Option<String> {
     let token = std::fs::read_to_string(file).ok()?.trim().to_owned();
     let claims = keys.verify(&token).ok()?;
-    let row = api_tokens::Entity::find_by_id(claims.jti).one(db).await.ok()??;
+    let row = api_tokens::Entity::find_by_id(claims.jti)
+        .one(db)
+        .await
+        .ok()??;
     row.revoked_at.is_none().then_some(token)
 }
 
@@ -99,13 +119,18 @@ fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {
     if let Ok(secret) = std::fs::read_to_string(path) {
         return Ok(secret.trim().to_owned());
     }
-    let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     write_private(path, &secret)?;
     Ok(secret)
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("failed to write {}", path.display()))?;
+    std::fs::write(path, contents)
+        .with_context(|| format!("failed to write {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eye_cli::stack::{self, Queue};
 use eye_cli::dev;
+use eye_cli::stack::{self, Queue};
 use eye_core::Settings;
 use eye_core::token::{Scope, TokenKeys};
 use eye_entity::tokens;
@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "eye", version, about = "The Eye: collect behaviour events from your applications")]
+#[command(
+    name = "eye",
+    version,
+    about = "The Eye: collect behaviour events from your applications"
+)]
 struct Cli {
     /// Settings file; `EYE_*` environment variables override it.
     #[arg(long, global = true, default_value = "eye.toml", env = "EYE_CONFIG")]
@@ -118,7 +122,12 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let queue = Queue::from_settings(settings)?;
     let stop = CancellationToken::new();
     let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| tokio::spawn(Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone()).run_until_stopped()))
+        .map(|_| {
+            tokio::spawn(
+                Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
+                    .run_until_stopped(),
+            )
+        })
         .collect();
     stack::shutdown_signal().await;
     tracing::info!("stopping: unacknowledged messages return to the queue");
@@ -132,7 +141,9 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
 async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
     if rollback {
-        Migrator::down(&db, Some(1)).await.context("failed to roll back")?;
+        Migrator::down(&db, Some(1))
+            .await
+            .context("failed to roll back")?;
         eprintln!("rolled back the latest migration");
     } else {
         stack::migrate(&db).await?;
@@ -144,17 +155,30 @@ async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
 async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
     match command {
-        TokenCommand::Create { app, scopes, expires_in } => {
+        TokenCommand::Create {
+            app,
+            scopes,
+            expires_in,
+        } => {
             let keys = TokenKeys::new(settings.jwt_secret()?);
-            let lifetime = chrono::Duration::from_std(expires_in.into()).context("--expires-in is too long")?;
+            let lifetime = chrono::Duration::from_std(expires_in.into())
+                .context("--expires-in is too long")?;
             let scopes: HashSet<Scope> = scopes.into_iter().collect();
             let issued = tokens::issue(&db, &keys, &app, scopes, lifetime).await?;
-            eprintln!("token {} for application `{}`, expires {}", issued.id, issued.application.name, issued.expires_at.to_rfc3339());
+            eprintln!(
+                "token {} for application `{}`, expires {}",
+                issued.id,
+                issued.application.name,
+                issued.expires_at.to_rfc3339()
+            );
             println!("{}", issued.jwt);
         }
         TokenCommand::List => {
             let now = chrono::Utc::now();
-            println!("{:<36}  {:<20}  {:<25}  {:<25}  STATE", "ID", "APPLICATION", "SCOPES", "EXPIRES");
+            println!(
+                "{:<36}  {:<20}  {:<25}  {:<25}  STATE",
+                "ID", "APPLICATION", "SCOPES", "EXPIRES"
+            );
             for (token, app) in tokens::list(&db).await? {
                 let state = match () {
                     () if token.revoked_at.is_some() => "revoked",
@@ -163,12 +187,18 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
                     () => "active",
                 };
                 let expires = token.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
-                println!("{:<36}  {:<20}  {:<25}  {:<25}  {state}", token.id, app.name, token.scopes, expires);
+                println!(
+                    "{:<36}  {:<20}  {:<25}  {:<25}  {state}",
+                    token.id, app.name, token.scopes, expires
+                );
             }
         }
         TokenCommand::Revoke { id } => {
             anyhow::ensure!(tokens::revoke(&db, id).await?, "no token has the id {id}");
-            eprintln!("revoked {id}; every api refuses it within {} ms", settings.token_refresh_ms);
+            eprintln!(
+                "revoked {id}; every api refuses it within {} ms",
+                settings.token_refresh_ms
+            );
         }
     }
     Ok(())
@@ -181,7 +211,9 @@ async fn app(settings: &Settings, command: AppCommand) -> anyhow::Result<()> {
         AppCommand::Enable { name } => (name, false),
     };
     tokens::set_application_disabled(&db, &name, disabled).await?;
-    eprintln!("application `{name}` is now {}", if disabled { "disabled" } else { "enabled" });
+    eprintln!(
+        "application `{name}` is now {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
     Ok(())
 }
-

@@ -27,7 +27,10 @@ impl Queue {
     }
 
     pub fn memory(settings: &Settings) -> Self {
-        Queue::Memory(MemoryQueue::new(settings.memory_queue_capacity, settings.publish_timeout()))
+        Queue::Memory(MemoryQueue::new(
+            settings.memory_queue_capacity,
+            settings.publish_timeout(),
+        ))
     }
 
     pub fn publisher(&self, settings: &Settings) -> anyhow::Result<Publisher> {
@@ -69,14 +72,17 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .with_context(|| format!("failed to connect to the database at {}", redact(url)))?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // WAL lets the api read tokens while the worker writes.
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").await?;
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .await?;
     }
     Ok(db)
 }
 
 /// Brings the schema up to date.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("failed to migrate the database")
+    Migrator::up(db, None)
+        .await
+        .context("failed to migrate the database")
 }
 
 /// A URL with its password hidden, for messages.
@@ -104,7 +110,12 @@ pub struct Running {
 }
 
 /// Starts the api and `workers` workers (at least one) on one database and queue.
-pub async fn start(settings: &Settings, db: &DatabaseConnection, queue: &Queue, workers: usize) -> anyhow::Result<Running> {
+pub async fn start(
+    settings: &Settings,
+    db: &DatabaseConnection,
+    queue: &Queue,
+    workers: usize,
+) -> anyhow::Result<Running> {
     start_with_workers(settings, db, queue, workers.max(1)).await
 }
 
@@ -126,7 +137,14 @@ pub async fn start_with_workers(
             tokio::spawn(worker.run_until_stopped())
         })
         .collect();
-    Ok(Running { api_port, api: handle, api_task, workers, stop, queue: queue.clone() })
+    Ok(Running {
+        api_port,
+        api: handle,
+        api_task,
+        workers,
+        stop,
+        queue: queue.clone(),
+    })
 }
 
 impl Running {
@@ -155,18 +173,6 @@ impl Running {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_in_urls_are_hidden() {
-        assert_eq!(redact("postgres://eye:hunter2@db:5432/eye"), "postgres://eye:***@db:5432/eye");
-        assert_eq!(redact("amqp://guest@mq/%2f"), "amqp://guest@mq/%2f");
-        assert_eq!(redact("sqlite://./eye-data/eye.db?mode=rwc"), "sqlite://./eye-data/eye.db?mode=rwc");
-    }
-}
-
 /// Resolves on Ctrl-C or, on Unix, SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -186,5 +192,23 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(
+            redact("postgres://eye:hunter2@db:5432/eye"),
+            "postgres://eye:***@db:5432/eye"
+        );
+        assert_eq!(redact("amqp://guest@mq/%2f"), "amqp://guest@mq/%2f");
+        assert_eq!(
+            redact("sqlite://./eye-data/eye.db?mode=rwc"),
+            "sqlite://./eye-data/eye.db?mode=rwc"
+        );
     }
 }

@@ -20,21 +20,35 @@ impl TestDb {
     async fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display());
-        Self { url, _dir: dir, postgres: None }
+        Self {
+            url,
+            _dir: dir,
+            postgres: None,
+        }
     }
 
     async fn postgres() -> Option<Self> {
         let Ok(admin_url) = std::env::var("EYE_TEST_DATABASE_URL") else {
-            assert!(std::env::var("EYE_REQUIRE_SERVICES").as_deref() != Ok("1"), "EYE_REQUIRE_SERVICES=1 but EYE_TEST_DATABASE_URL is not set");
+            assert!(
+                std::env::var("EYE_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "EYE_REQUIRE_SERVICES=1 but EYE_TEST_DATABASE_URL is not set"
+            );
             eprintln!("skipping the PostgreSQL variant: EYE_TEST_DATABASE_URL is not set");
             return None;
         };
         let name = format!("eye_test_{}", uuid::Uuid::new_v4().simple());
         let admin = eye_cli::stack::connect(&admin_url).await.unwrap();
-        admin.execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#)).await.unwrap();
+        admin
+            .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
+            .await
+            .unwrap();
         let mut url = reqwest::Url::parse(&admin_url).unwrap();
         url.set_path(&name);
-        Some(Self { url: url.to_string(), _dir: tempfile::tempdir().unwrap(), postgres: Some((admin_url, name)) })
+        Some(Self {
+            url: url.to_string(),
+            _dir: tempfile::tempdir().unwrap(),
+            postgres: Some((admin_url, name)),
+        })
     }
 
     fn eye(&self, args: &[&str]) -> Output {
@@ -50,29 +64,54 @@ impl TestDb {
     async fn tables(&self) -> Vec<String> {
         let db = eye_cli::stack::connect(&self.url).await.unwrap();
         let sql = match db.get_database_backend() {
-            sea_orm::DbBackend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations' ORDER BY name",
-            _ => "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'seaql_migrations' ORDER BY tablename",
+            sea_orm::DbBackend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations' ORDER BY name"
+            }
+            _ => {
+                "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'seaql_migrations' ORDER BY tablename"
+            }
         };
-        let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap();
-        rows.iter().map(|r| r.try_get::<String>("", "name").unwrap()).collect()
+        let rows = db
+            .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "name").unwrap())
+            .collect()
     }
 
     async fn drop(self) {
         if let Some((admin_url, name)) = &self.postgres {
             let admin = eye_cli::stack::connect(admin_url).await.unwrap();
-            admin.execute_unprepared(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)).await.unwrap();
+            admin
+                .execute_unprepared(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+                .await
+                .unwrap();
         }
     }
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
 async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
     stdout(&db.eye(&["migrate"]));
-    assert_eq!(db.tables().await, ["api_tokens", "applications", "events", "rejected_events", "sessions"]);
+    assert_eq!(
+        db.tables().await,
+        [
+            "api_tokens",
+            "applications",
+            "events",
+            "rejected_events",
+            "sessions"
+        ]
+    );
     stdout(&db.eye(&["migrate"])); // running it again is harmless
     for _ in 0..3 {
         stdout(&db.eye(&["migrate", "--rollback"]));
@@ -83,22 +122,50 @@ async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
 
 async fn tokens_are_created_listed_and_revoked(db: &TestDb) {
     stdout(&db.eye(&["migrate"]));
-    let created = db.eye(&["token", "create", "--app", "shop", "--scopes", "events:write,events:read", "--expires-in", "30d"]);
+    let created = db.eye(&[
+        "token",
+        "create",
+        "--app",
+        "shop",
+        "--scopes",
+        "events:write,events:read",
+        "--expires-in",
+        "30d",
+    ]);
     let jwt = stdout(&created);
     let jwt = jwt.strip_suffix('\n').expect("one line");
-    assert!(!jwt.contains(char::is_whitespace), "stdout holds the token alone: {jwt:?}");
-    let claims = TokenKeys::new(SECRET.as_bytes()).verify(jwt).expect("a valid token");
-    assert_eq!(claims.scopes, [Scope::EventsWrite, Scope::EventsRead].into());
+    assert!(
+        !jwt.contains(char::is_whitespace),
+        "stdout holds the token alone: {jwt:?}"
+    );
+    let claims = TokenKeys::new(SECRET.as_bytes())
+        .verify(jwt)
+        .expect("a valid token");
+    assert_eq!(
+        claims.scopes,
+        [Scope::EventsWrite, Scope::EventsRead].into()
+    );
     let days = (claims.exp - claims.iat) / 86_400;
     assert_eq!(days, 30);
 
     let listed = stdout(&db.eye(&["token", "list"]));
-    let row = listed.lines().find(|l| l.starts_with(&claims.jti.to_string())).expect("the token is listed");
-    assert!(row.contains("shop") && row.contains("events:read,events:write") && row.ends_with("active"), "{row}");
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&claims.jti.to_string()))
+        .expect("the token is listed");
+    assert!(
+        row.contains("shop") && row.contains("events:read,events:write") && row.ends_with("active"),
+        "{row}"
+    );
 
     stdout(&db.eye(&["token", "revoke", &claims.jti.to_string()]));
     let listed = stdout(&db.eye(&["token", "list"]));
-    assert!(listed.lines().any(|l| l.starts_with(&claims.jti.to_string()) && l.ends_with("revoked")), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(&claims.jti.to_string()) && l.ends_with("revoked")),
+        "{listed}"
+    );
 
     let missing = db.eye(&["token", "revoke", &uuid::Uuid::new_v4().to_string()]);
     assert!(!missing.status.success());
@@ -136,7 +203,10 @@ fn commands_that_need_a_secret_say_which_variable_to_set() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_eye"))
         .args(["token", "create", "--app", "shop"])
-        .env("EYE_DATABASE_URL", format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display()))
+        .env(
+            "EYE_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display()),
+        )
         .env_remove("EYE_JWT_SECRET")
         .env("EYE_CONFIG", "/nonexistent/eye.toml")
         .output()

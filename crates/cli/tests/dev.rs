@@ -46,11 +46,18 @@ fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Dev {
     }
     // Keep reading so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Dev { child, api: api.unwrap(), token: token.unwrap() }
+    Dev {
+        child,
+        api: api.unwrap(),
+        token: token.unwrap(),
+    }
 }
 
 fn interrupt(dev: &mut Dev) {
-    let status = Command::new("kill").args(["-INT", &dev.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &dev.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = dev.child.wait().unwrap();
     assert!(exit.success(), "eye dev exited with {exit}");
@@ -60,7 +67,10 @@ async fn count_events(data_dir: &Path) -> i64 {
     let url = format!("sqlite://{}", data_dir.join("eye.db").display());
     let db = eye_cli::stack::connect(&url).await.unwrap();
     let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), "SELECT COUNT(*) AS n FROM events"))
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM events",
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -68,7 +78,9 @@ async fn count_events(data_dir: &Path) -> i64 {
 }
 
 fn batch(n: usize) -> Value {
-    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
     let session = uuid::Uuid::new_v4();
     Value::Array(
         (0..n)
@@ -92,11 +104,17 @@ async fn ctrl_c_stores_every_accepted_event_before_exiting() {
             .send()
     });
     let responses = futures_util::future::join_all(posts).await;
-    let accepted = responses.iter().filter(|r| r.as_ref().is_ok_and(|r| r.status() == 202)).count();
+    let accepted = responses
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.status() == 202))
+        .count();
     assert_eq!(accepted, 100);
     let before = count_events(dir.path()).await;
     interrupt(&mut dev);
-    assert!(before < 100 * 500, "no backlog when stopping; the test would prove nothing");
+    assert!(
+        before < 100 * 500,
+        "no backlog when stopping; the test would prove nothing"
+    );
     assert_eq!(count_events(dir.path()).await, 100 * 500);
 }
 
@@ -105,13 +123,28 @@ async fn a_second_start_reuses_the_data_and_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let mut first = start(dir.path());
-    let response = client.post(format!("{}/v1/events", first.api)).bearer_auth(&first.token).json(&batch(3)).send().await.unwrap();
+    let response = client
+        .post(format!("{}/v1/events", first.api))
+        .bearer_auth(&first.token)
+        .json(&batch(3))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     interrupt(&mut first);
 
     let mut second = start(dir.path());
-    assert_eq!(second.token, first.token, "the printed token stays valid across restarts");
-    let response = client.post(format!("{}/v1/events", second.api)).bearer_auth(&second.token).json(&batch(2)).send().await.unwrap();
+    assert_eq!(
+        second.token, first.token,
+        "the printed token stays valid across restarts"
+    );
+    let response = client
+        .post(format!("{}/v1/events", second.api))
+        .bearer_auth(&second.token)
+        .json(&batch(2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     tokio::time::sleep(Duration::from_millis(100)).await;
     interrupt(&mut second);

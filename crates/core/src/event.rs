@@ -118,28 +118,52 @@ mod tests {
     use chrono::TimeZone;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, micros: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().unwrap_or_default()
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .unwrap_or_default()
             + chrono::Duration::microseconds(micros.into())
     }
 
     #[test]
     fn timestamps_in_every_accepted_form_read_as_utc() {
         let cases = [
-            ("2021-01-01 09:15:27.243860", utc(2021, 1, 1, 9, 15, 27, 243_860)),
+            (
+                "2021-01-01 09:15:27.243860",
+                utc(2021, 1, 1, 9, 15, 27, 243_860),
+            ),
             ("2021-01-01 09:15:27", utc(2021, 1, 1, 9, 15, 27, 0)),
-            ("2021-01-01T09:15:27.243860Z", utc(2021, 1, 1, 9, 15, 27, 243_860)),
-            ("2021-01-01T11:15:27.243860+02:00", utc(2021, 1, 1, 9, 15, 27, 243_860)),
+            (
+                "2021-01-01T09:15:27.243860Z",
+                utc(2021, 1, 1, 9, 15, 27, 243_860),
+            ),
+            (
+                "2021-01-01T11:15:27.243860+02:00",
+                utc(2021, 1, 1, 9, 15, 27, 243_860),
+            ),
             ("2021-01-01T04:15:27-05:00", utc(2021, 1, 1, 9, 15, 27, 0)),
-            ("2021-01-01T09:15:27.243860999Z", utc(2021, 1, 1, 9, 15, 27, 243_860)),
+            (
+                "2021-01-01T09:15:27.243860999Z",
+                utc(2021, 1, 1, 9, 15, 27, 243_860),
+            ),
         ];
         for (input, expected) in cases {
-            assert_eq!(EventTimestamp::parse(input), Ok(EventTimestamp(expected)), "{input}");
+            assert_eq!(
+                EventTimestamp::parse(input),
+                Ok(EventTimestamp(expected)),
+                "{input}"
+            );
         }
     }
 
     #[test]
     fn malformed_timestamps_are_refused_with_the_expected_forms() {
-        for input in ["", "yesterday", "2021-13-01 00:00:00", "2021-01-01", "1609492527"] {
+        for input in [
+            "",
+            "yesterday",
+            "2021-13-01 00:00:00",
+            "2021-01-01",
+            "1609492527",
+        ] {
             let err = EventTimestamp::parse(input).expect_err(input);
             assert!(err.contains("RFC 3339"), "{err}");
         }

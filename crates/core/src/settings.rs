@@ -163,13 +163,18 @@ impl Settings {
 }
 
 #[cfg(test)]
+// figment's Jail fixes the closure's error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
     #[test]
     fn environment_overrides_the_file_which_overrides_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("eye.toml", "queue_prefix = \"file\"\napi_addr = \"0.0.0.0:9000\"")?;
+            jail.create_file(
+                "eye.toml",
+                "queue_prefix = \"file\"\napi_addr = \"0.0.0.0:9000\"",
+            )?;
             jail.set_env("EYE_QUEUE_PREFIX", "env");
             jail.set_env("EYE_UNKNOWN_EVENTS", "reject");
             let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
@@ -200,6 +205,9 @@ mod tests {
         let err = settings.jwt_secret().unwrap_err().to_string();
         assert!(err.contains("EYE_JWT_SECRET"), "{err}");
         settings.jwt_secret = Some("short".into());
-        assert!(matches!(settings.jwt_secret(), Err(SettingsError::WeakSecret)));
+        assert!(matches!(
+            settings.jwt_secret(),
+            Err(SettingsError::WeakSecret)
+        ));
     }
 }

@@ -5,7 +5,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Duration, Utc};
 use eye_core::token::{Claims, Scope, SignError, TokenKeys};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
 };
 use uuid::Uuid;
 
@@ -34,7 +35,10 @@ pub struct IssuedToken {
 }
 
 /// The application with this name, created if it does not exist yet.
-pub async fn ensure_application(db: &impl ConnectionTrait, name: &str) -> Result<applications::Model, TokenOpError> {
+pub async fn ensure_application(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<applications::Model, TokenOpError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 128 {
         return Err(TokenOpError::BadName);
@@ -55,8 +59,14 @@ pub async fn ensure_application(db: &impl ConnectionTrait, name: &str) -> Result
     }
 }
 
-pub async fn find_application(db: &impl ConnectionTrait, name: &str) -> Result<Option<applications::Model>, DbErr> {
-    applications::Entity::find().filter(applications::Column::Name.eq(name)).one(db).await
+pub async fn find_application(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Option<applications::Model>, DbErr> {
+    applications::Entity::find()
+        .filter(applications::Column::Name.eq(name))
+        .one(db)
+        .await
 }
 
 /// Creates the token row first, then signs it, so a printed token is always known.
@@ -83,18 +93,35 @@ pub async fn issue(
     }
     .insert(db)
     .await?;
-    let jwt = keys.sign(&Claims::new(application.id, row.id, scopes.clone(), now, expires_at))?;
-    Ok(IssuedToken { id: row.id, application, scopes, expires_at, jwt })
+    let jwt = keys.sign(&Claims::new(
+        application.id,
+        row.id,
+        scopes.clone(),
+        now,
+        expires_at,
+    ))?;
+    Ok(IssuedToken {
+        id: row.id,
+        application,
+        scopes,
+        expires_at,
+        jwt,
+    })
 }
 
 /// Every token with its application, newest first.
-pub async fn list(db: &impl ConnectionTrait) -> Result<Vec<(api_tokens::Model, applications::Model)>, DbErr> {
+pub async fn list(
+    db: &impl ConnectionTrait,
+) -> Result<Vec<(api_tokens::Model, applications::Model)>, DbErr> {
     let rows = api_tokens::Entity::find()
         .find_also_related(applications::Entity)
         .order_by_desc(api_tokens::Column::CreatedAt)
         .all(db)
         .await?;
-    Ok(rows.into_iter().filter_map(|(token, app)| Some((token, app?))).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|(token, app)| Some((token, app?)))
+        .collect())
 }
 
 /// Marks a token revoked; false when no such token exists. Revoking twice keeps the first time.
@@ -111,8 +138,14 @@ pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> 
 }
 
 /// Disables or re-enables an application; its tokens stop or start working with it.
-pub async fn set_application_disabled(db: &impl ConnectionTrait, name: &str, disabled: bool) -> Result<(), TokenOpError> {
-    let app = find_application(db, name).await?.ok_or_else(|| TokenOpError::NoSuchApplication(name.to_owned()))?;
+pub async fn set_application_disabled(
+    db: &impl ConnectionTrait,
+    name: &str,
+    disabled: bool,
+) -> Result<(), TokenOpError> {
+    let app = find_application(db, name)
+        .await?
+        .ok_or_else(|| TokenOpError::NoSuchApplication(name.to_owned()))?;
     let mut app: applications::ActiveModel = app.into();
     app.disabled = Set(disabled);
     app.update(db).await?;

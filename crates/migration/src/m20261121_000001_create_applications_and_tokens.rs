@@ -52,7 +52,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("api_tokens").to_owned()).await?;
-        manager.drop_table(Table::drop().table("applications").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("api_tokens").to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table("applications").to_owned())
+            .await
     }
 }

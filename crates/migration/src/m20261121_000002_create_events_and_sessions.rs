@@ -7,7 +7,10 @@ pub struct Migration;
 /// a category (and name) over time; everything in a time range.
 const EVENT_INDEXES: [(&str, &[&str]); 3] = [
     ("idx_events_session_time", &["session_id", "timestamp"]),
-    ("idx_events_category_name_time", &["category", "name", "timestamp"]),
+    (
+        "idx_events_category_name_time",
+        &["category", "name", "timestamp"],
+    ),
     ("idx_events_time", &["timestamp"]),
 ];
 
@@ -33,7 +36,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         for (name, columns) in EVENT_INDEXES {
-            let mut index = Index::create().name(name).table("events").if_not_exists().to_owned();
+            let mut index = Index::create()
+                .name(name)
+                .table("events")
+                .if_not_exists()
+                .to_owned();
             for column in columns {
                 index.col(*column);
             }
@@ -64,7 +71,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table("sessions").to_owned()).await?;
-        manager.drop_table(Table::drop().table("events").to_owned()).await
+        manager
+            .drop_table(Table::drop().table("sessions").to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table("events").to_owned())
+            .await
     }
 }

@@ -34,7 +34,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { workers: 1, proxy_broker: false, proxy_database: false, settings: |_| {} }
+        Self {
+            workers: 1,
+            proxy_broker: false,
+            proxy_database: false,
+            settings: |_| {},
+        }
     }
 }
 
@@ -60,7 +65,12 @@ pub struct TestApp {
 
 enum Cleanup {
     Embedded(#[allow(dead_code)] tempfile::TempDir),
-    Services { admin_url: String, database: String, amqp_url: String, prefix: String },
+    Services {
+        admin_url: String,
+        database: String,
+        amqp_url: String,
+        prefix: String,
+    },
 }
 
 impl TestApp {
@@ -83,18 +93,38 @@ impl TestApp {
             Backend::Embedded => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display());
-                (url, Queue::memory(&settings), Cleanup::Embedded(dir), None, None)
+                (
+                    url,
+                    Queue::memory(&settings),
+                    Cleanup::Embedded(dir),
+                    None,
+                    None,
+                )
             }
-            Backend::Services { database_url, amqp_url } => {
+            Backend::Services {
+                database_url,
+                amqp_url,
+            } => {
                 let database = format!("eye_test_{}", Uuid::new_v4().simple());
                 let admin = stack::connect(&database_url).await.unwrap();
-                admin.execute_unprepared(&format!(r#"CREATE DATABASE "{database}""#)).await.unwrap();
+                admin
+                    .execute_unprepared(&format!(r#"CREATE DATABASE "{database}""#))
+                    .await
+                    .unwrap();
                 admin.close().await.unwrap();
                 let mut url = Url::parse(&database_url).unwrap();
                 url.set_path(&database);
-                let database_proxy = if options.proxy_database { Some(Proxy::start(authority(&url)).await) } else { None };
+                let database_proxy = if options.proxy_database {
+                    Some(Proxy::start(authority(&url)).await)
+                } else {
+                    None
+                };
                 let mut amqp = Url::parse(&amqp_url).unwrap();
-                let broker_proxy = if options.proxy_broker { Some(Proxy::start(authority(&amqp)).await) } else { None };
+                let broker_proxy = if options.proxy_broker {
+                    Some(Proxy::start(authority(&amqp)).await)
+                } else {
+                    None
+                };
                 if let Some(proxy) = &broker_proxy {
                     amqp.set_port(Some(proxy.addr().port())).unwrap();
                 }
@@ -105,7 +135,13 @@ impl TestApp {
                     amqp_url: amqp_url.clone(),
                     prefix: settings.queue_prefix.clone(),
                 };
-                (url.to_string(), Queue::Amqp(amqp.to_string()), cleanup, broker_proxy, database_proxy)
+                (
+                    url.to_string(),
+                    Queue::Amqp(amqp.to_string()),
+                    cleanup,
+                    broker_proxy,
+                    database_proxy,
+                )
             }
         };
         settings.database_url = Some(SecretString::from(database_url.clone()));
@@ -120,10 +156,16 @@ impl TestApp {
             None => db.clone(),
         };
         let keys = TokenKeys::new(SECRET.as_bytes());
-        let token = tokens::issue(&db, &keys, APPLICATION, HashSet::from([Scope::EventsWrite]), chrono::Duration::hours(1))
-            .await
-            .unwrap()
-            .jwt;
+        let token = tokens::issue(
+            &db,
+            &keys,
+            APPLICATION,
+            HashSet::from([Scope::EventsWrite]),
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap()
+        .jwt;
         let mut app = Self {
             address: String::new(),
             db,
@@ -138,7 +180,10 @@ impl TestApp {
             running: None,
             cleanup,
         };
-        let running = stack::start_with_workers(&app.settings, &app.service_db, &app.queue, options.workers).await.unwrap();
+        let running =
+            stack::start_with_workers(&app.settings, &app.service_db, &app.queue, options.workers)
+                .await
+                .unwrap();
         app.address = format!("http://127.0.0.1:{}", running.api_port);
         app.running = Some(running);
         app
@@ -146,7 +191,12 @@ impl TestApp {
 
     /// A worker the test drives itself, batch by batch.
     pub fn worker(&self) -> Worker {
-        Worker::new(self.service_db.clone(), self.queue.consumer(&self.settings), &self.settings, CancellationToken::new())
+        Worker::new(
+            self.service_db.clone(),
+            self.queue.consumer(&self.settings),
+            &self.settings,
+            CancellationToken::new(),
+        )
     }
 
     /// Stops the api, then the workers once everything queued in-process is stored.
@@ -162,7 +212,13 @@ impl TestApp {
     }
 
     pub async fn post_as(&self, token: &str, body: &Value) -> reqwest::Response {
-        self.post_raw(Some(token), "application/json", None, serde_json::to_vec(body).unwrap()).await
+        self.post_raw(
+            Some(token),
+            "application/json",
+            None,
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
     }
 
     pub async fn post_raw(
@@ -187,25 +243,51 @@ impl TestApp {
     }
 
     /// A fresh token for the test application.
-    pub async fn token_with(&self, scopes: &[Scope], lifetime: chrono::Duration) -> tokens::IssuedToken {
-        tokens::issue(&self.db, &self.keys, APPLICATION, scopes.iter().copied().collect(), lifetime).await.unwrap()
+    pub async fn token_with(
+        &self,
+        scopes: &[Scope],
+        lifetime: chrono::Duration,
+    ) -> tokens::IssuedToken {
+        tokens::issue(
+            &self.db,
+            &self.keys,
+            APPLICATION,
+            scopes.iter().copied().collect(),
+            lifetime,
+        )
+        .await
+        .unwrap()
     }
 
     pub async fn stored_events(&self) -> Vec<events::Model> {
-        events::Entity::find().order_by_asc(events::Column::Timestamp).all(&self.db).await.unwrap()
+        events::Entity::find()
+            .order_by_asc(events::Column::Timestamp)
+            .all(&self.db)
+            .await
+            .unwrap()
     }
 
     pub async fn rejected_events(&self) -> Vec<rejected_events::Model> {
-        rejected_events::Entity::find().order_by_asc(rejected_events::Column::ReceivedAt).all(&self.db).await.unwrap()
+        rejected_events::Entity::find()
+            .order_by_asc(rejected_events::Column::ReceivedAt)
+            .all(&self.db)
+            .await
+            .unwrap()
     }
 
     pub async fn session(&self, id: Uuid) -> Option<sessions::Model> {
-        sessions::Entity::find_by_id(id).one(&self.db).await.unwrap()
+        sessions::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .unwrap()
     }
 
     pub async fn counts(&self) -> (u64, u64) {
         let stored = events::Entity::find().count(&self.db).await.unwrap();
-        let rejected = rejected_events::Entity::find().count(&self.db).await.unwrap();
+        let rejected = rejected_events::Entity::find()
+            .count(&self.db)
+            .await
+            .unwrap();
         (stored, rejected)
     }
 
@@ -217,7 +299,10 @@ impl TestApp {
             if counts == (stored, rejected) {
                 return;
             }
-            assert!(Instant::now() < deadline, "expected {stored} stored and {rejected} rejected, found {counts:?}");
+            assert!(
+                Instant::now() < deadline,
+                "expected {stored} stored and {rejected} rejected, found {counts:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -228,14 +313,32 @@ impl Drop for TestApp {
         if let Some(running) = self.running.take() {
             running.abort();
         }
-        if let Cleanup::Services { admin_url, database, amqp_url, prefix } = &self.cleanup {
-            let (admin_url, database, amqp_url, prefix) = (admin_url.clone(), database.clone(), amqp_url.clone(), prefix.clone());
+        if let Cleanup::Services {
+            admin_url,
+            database,
+            amqp_url,
+            prefix,
+        } = &self.cleanup
+        {
+            let (admin_url, database, amqp_url, prefix) = (
+                admin_url.clone(),
+                database.clone(),
+                amqp_url.clone(),
+                prefix.clone(),
+            );
             // Async clean-up cannot run in `drop`; a thread with its own runtime can.
             let cleaned = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 runtime.block_on(async move {
                     if let Ok(admin) = stack::connect(&admin_url).await {
-                        let _ = admin.execute_unprepared(&format!(r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#)).await;
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
+                            ))
+                            .await;
                     }
                     delete_queues(&amqp_url, &prefix).await;
                 });
@@ -247,22 +350,34 @@ impl Drop for TestApp {
 
 async fn delete_queues(amqp_url: &str, prefix: &str) {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(connection) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await else {
+    let Ok(connection) =
+        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
+    else {
         return;
     };
-    let Ok(channel) = connection.create_channel().await else { return };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
     let topology = Topology::new(prefix);
     for queue in [&topology.queue, &topology.dead_queue] {
-        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     for exchange in [&topology.exchange, &topology.dead_exchange] {
-        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
     }
     let _ = connection.close(200, "OK".into()).await;
 }
 
 fn authority(url: &Url) -> String {
-    format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port_or_known_default().unwrap_or(5432))
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port_or_known_default().unwrap_or(5432)
+    )
 }
 
 fn init_logging() {

@@ -23,7 +23,10 @@ impl Proxy {
     pub async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared { up: AtomicBool::new(true), links: Mutex::new(Vec::new()) });
+        let shared = Arc::new(Shared {
+            up: AtomicBool::new(true),
+            links: Mutex::new(Vec::new()),
+        });
         let accepting = shared.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
@@ -40,7 +43,11 @@ impl Proxy {
             }
         })
         .abort_handle();
-        Self { addr, shared, accept }
+        Self {
+            addr,
+            shared,
+            accept,
+        }
     }
 
     /// `host:port` to connect to instead of the target.

@@ -19,7 +19,12 @@ on_both_backends!(
 );
 
 fn body() -> Value {
-    event("page interaction", "pageview", json!({"host": "h", "path": "/"}), "2021-01-01 00:00:00")
+    event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    )
 }
 
 async fn code_for(app: &TestApp, token: Option<&str>, header: Option<&str>) -> (u16, String) {
@@ -37,7 +42,10 @@ async fn code_for(app: &TestApp, token: Option<&str>, header: Option<&str>) -> (
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let problem: Value = response.json().await.unwrap();
-    (status, problem["code"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        problem["code"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 async fn requests_without_a_valid_token_answer_401_with_a_reason(backend: Backend) {
@@ -46,28 +54,86 @@ async fn requests_without_a_valid_token_answer_401_with_a_reason(backend: Backen
     let now = Utc::now();
     let sign = |keys: &TokenKeys, claims: &Claims| keys.sign(claims).unwrap();
 
-    let foreign = sign(&TokenKeys::new(b"someone-elses-secret-someone-else"), &claims);
-    let expired = sign(&app.keys, &Claims { exp: (now - chrono::Duration::minutes(1)).timestamp(), ..claims.clone() });
-    let unknown = sign(&app.keys, &Claims { jti: Uuid::new_v4(), ..claims.clone() });
-    let other_app = sign(&app.keys, &Claims { sub: Uuid::new_v4(), ..claims.clone() });
-    let hs512 = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(b"test-secret-test-secret-test-secret")).unwrap();
-    let unsigned = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&serde_json::to_string(&claims).unwrap()));
+    let foreign = sign(
+        &TokenKeys::new(b"someone-elses-secret-someone-else"),
+        &claims,
+    );
+    let expired = sign(
+        &app.keys,
+        &Claims {
+            exp: (now - chrono::Duration::minutes(1)).timestamp(),
+            ..claims.clone()
+        },
+    );
+    let unknown = sign(
+        &app.keys,
+        &Claims {
+            jti: Uuid::new_v4(),
+            ..claims.clone()
+        },
+    );
+    let other_app = sign(
+        &app.keys,
+        &Claims {
+            sub: Uuid::new_v4(),
+            ..claims.clone()
+        },
+    );
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &claims,
+        &EncodingKey::from_secret(b"test-secret-test-secret-test-secret"),
+    )
+    .unwrap();
+    let unsigned = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&serde_json::to_string(&claims).unwrap())
+    );
 
     let cases: [(&str, Option<&str>, Option<&str>, &str); 9] = [
         ("no header", None, None, "missing_token"),
-        ("wrong scheme", None, Some("Basic dXNlcjpwYXNz"), "missing_token"),
+        (
+            "wrong scheme",
+            None,
+            Some("Basic dXNlcjpwYXNz"),
+            "missing_token",
+        ),
         ("garbage", Some("not-a-jwt"), None, "invalid_token"),
-        ("signed with another key", Some(&foreign), None, "invalid_token"),
-        ("HS512 instead of the pinned HS256", Some(&hs512), None, "invalid_token"),
+        (
+            "signed with another key",
+            Some(&foreign),
+            None,
+            "invalid_token",
+        ),
+        (
+            "HS512 instead of the pinned HS256",
+            Some(&hs512),
+            None,
+            "invalid_token",
+        ),
         ("alg none", Some(&unsigned), None, "invalid_token"),
         ("expired", Some(&expired), None, "token_expired"),
         ("never issued", Some(&unknown), None, "unknown_token"),
-        ("claims another application", Some(&other_app), None, "invalid_token"),
+        (
+            "claims another application",
+            Some(&other_app),
+            None,
+            "invalid_token",
+        ),
     ];
     for (case, token, header, code) in cases {
-        assert_eq!(code_for(&app, token, header).await, (401, code.to_owned()), "{case}");
+        assert_eq!(
+            code_for(&app, token, header).await,
+            (401, code.to_owned()),
+            "{case}"
+        );
     }
-    assert_eq!(app.post(&body()).await.status(), 202, "the real token still works");
+    assert_eq!(
+        app.post(&body()).await.status(),
+        202,
+        "the real token still works"
+    );
 }
 
 fn b64(s: &str) -> String {
@@ -77,8 +143,13 @@ fn b64(s: &str) -> String {
 
 async fn a_token_without_the_write_scope_answers_403(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let reader = app.token_with(&[Scope::EventsRead], chrono::Duration::hours(1)).await;
-    assert_eq!(code_for(&app, Some(&reader.jwt), None).await, (403, "missing_scope".to_owned()));
+    let reader = app
+        .token_with(&[Scope::EventsRead], chrono::Duration::hours(1))
+        .await;
+    assert_eq!(
+        code_for(&app, Some(&reader.jwt), None).await,
+        (403, "missing_scope".to_owned())
+    );
 }
 
 /// Polls until the api refuses `token` with `code`; returns how long that took.
@@ -90,28 +161,50 @@ async fn refused_after(app: &TestApp, token: &str, code: &str) -> Duration {
             return start.elapsed();
         }
         assert_eq!(status, 202, "unexpected answer {found}");
-        assert!(start.elapsed() < Duration::from_secs(5), "still accepted after 5 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still accepted after 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn a_revoked_token_is_refused_within_seconds(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let issued = app.token_with(&[Scope::EventsWrite], chrono::Duration::hours(1)).await;
-    assert_eq!(app.post_as(&issued.jwt, &body()).await.status(), 202, "a new token works at once");
+    let issued = app
+        .token_with(&[Scope::EventsWrite], chrono::Duration::hours(1))
+        .await;
+    assert_eq!(
+        app.post_as(&issued.jwt, &body()).await.status(),
+        202,
+        "a new token works at once"
+    );
     assert!(tokens::revoke(&app.db, issued.id).await.unwrap());
     refused_after(&app, &issued.jwt, "token_revoked").await;
-    assert_eq!(app.post(&body()).await.status(), 202, "other tokens keep working");
+    assert_eq!(
+        app.post(&body()).await.status(),
+        202,
+        "other tokens keep working"
+    );
 }
 
-async fn a_disabled_application_is_refused_within_seconds_and_can_be_enabled_again(backend: Backend) {
+async fn a_disabled_application_is_refused_within_seconds_and_can_be_enabled_again(
+    backend: Backend,
+) {
     let app = TestApp::spawn(backend).await;
-    tokens::set_application_disabled(&app.db, eye_testkit::APPLICATION, true).await.unwrap();
+    tokens::set_application_disabled(&app.db, eye_testkit::APPLICATION, true)
+        .await
+        .unwrap();
     refused_after(&app, &app.token, "application_disabled").await;
-    tokens::set_application_disabled(&app.db, eye_testkit::APPLICATION, false).await.unwrap();
+    tokens::set_application_disabled(&app.db, eye_testkit::APPLICATION, false)
+        .await
+        .unwrap();
     let start = Instant::now();
     while app.post(&body()).await.status() != 202 {
-        assert!(start.elapsed() < Duration::from_secs(5), "still refused 5 s after enabling");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still refused 5 s after enabling"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

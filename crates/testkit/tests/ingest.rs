@@ -28,27 +28,49 @@ async fn the_three_canonical_events_are_stored_with_their_fields_in_utc(backend:
     let session = Uuid::new_v4();
     let response = app.post(&canonical_events(session)).await;
     assert_eq!(response.status(), 202);
-    let ids: Vec<Uuid> = serde_json::from_value(response.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
+    let ids: Vec<Uuid> =
+        serde_json::from_value(response.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
     assert_eq!(ids.len(), 3);
 
     app.wait_for_counts(3, 0).await;
     let stored = app.stored_events().await;
-    let summary: Vec<_> = stored.iter().map(|e| (e.category.as_str(), e.name.as_str(), e.timestamp)).collect();
+    let summary: Vec<_> = stored
+        .iter()
+        .map(|e| (e.category.as_str(), e.name.as_str(), e.timestamp))
+        .collect();
     assert_eq!(
         summary,
         [
-            ("page interaction", "pageview", utc("2021-01-01T09:15:27.243860Z")),
-            ("page interaction", "cta click", utc("2021-01-01T09:15:28.5Z")),
+            (
+                "page interaction",
+                "pageview",
+                utc("2021-01-01T09:15:27.243860Z")
+            ),
+            (
+                "page interaction",
+                "cta click",
+                utc("2021-01-01T09:15:28.5Z")
+            ),
             ("form interaction", "submit", utc("2021-01-01T09:15:29Z")),
         ]
     );
     assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert!(stored.iter().all(|e| e.session_id == session));
-    assert_eq!(stored[1].data, json!({"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"}));
+    assert_eq!(
+        stored[1].data,
+        json!({"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"})
+    );
     assert_eq!(stored[2].data["form"]["first_name"], "John");
-    assert!(stored.iter().all(|e| e.received_at <= e.stored_at && e.received_at > utc("2026-01-01T00:00:00Z")));
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.received_at <= e.stored_at && e.received_at > utc("2026-01-01T00:00:00Z"))
+    );
 
-    let session = app.session(session).await.expect("the session was recorded");
+    let session = app
+        .session(session)
+        .await
+        .expect("the session was recorded");
     assert_eq!(session.event_count, 3);
     assert_eq!(session.first_seen, utc("2021-01-01T09:15:27.243860Z"));
     assert_eq!(session.last_seen, utc("2021-01-01T09:15:29Z"));
@@ -57,12 +79,23 @@ async fn the_three_canonical_events_are_stored_with_their_fields_in_utc(backend:
 async fn every_accepted_event_gets_an_id_and_a_given_id_is_kept(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mine = Uuid::new_v4();
-    let mut given = event("page interaction", "pageview", json!({"host": "h", "path": "/"}), "2021-01-01 00:00:00");
+    let mut given = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
     given["id"] = json!(mine);
-    let generated = event("page interaction", "pageview", json!({"host": "h", "path": "/a"}), "2021-01-01 00:00:01");
+    let generated = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/a"}),
+        "2021-01-01 00:00:01",
+    );
     let response = app.post(&json!([given, generated])).await;
     assert_eq!(response.status(), 202);
-    let ids: Vec<Uuid> = serde_json::from_value(response.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
+    let ids: Vec<Uuid> =
+        serde_json::from_value(response.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
     assert_eq!(ids[0], mine);
     assert_eq!(ids[1].get_version_num(), 7, "generated ids are UUIDv7");
     app.wait_for_counts(2, 0).await;
@@ -71,16 +104,30 @@ async fn every_accepted_event_gets_an_id_and_a_given_id_is_kept(backend: Backend
 async fn the_same_event_id_posted_twice_is_stored_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let session = Uuid::new_v4();
-    let mut once = event("page interaction", "pageview", json!({"host": "h", "path": "/"}), "2021-01-01 00:00:00");
+    let mut once = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
     once["id"] = json!(Uuid::new_v4());
     once["session_id"] = json!(session);
     assert_eq!(app.post(&once).await.status(), 202);
     assert_eq!(app.post(&json!([once, once])).await.status(), 202);
-    let other = event("page interaction", "pageview", json!({"host": "h", "path": "/b"}), "2021-01-01 00:00:05");
+    let other = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/b"}),
+        "2021-01-01 00:00:05",
+    );
     assert_eq!(app.post(&other).await.status(), 202);
     // The last event stored proves the duplicates before it were handled.
     app.wait_for_counts(2, 0).await;
-    assert_eq!(app.session(session).await.unwrap().event_count, 1, "a duplicate does not count twice");
+    assert_eq!(
+        app.session(session).await.unwrap().event_count,
+        1,
+        "a duplicate does not count twice"
+    );
 }
 
 async fn a_gzip_body_is_accepted(backend: Backend) {
@@ -88,21 +135,43 @@ async fn a_gzip_body_is_accepted(backend: Backend) {
     let body = serde_json::to_vec(&canonical_events(Uuid::new_v4())).unwrap();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(&body).unwrap();
-    let response = app.post_raw(Some(&app.token), "application/json", Some("gzip"), encoder.finish().unwrap()).await;
+    let response = app
+        .post_raw(
+            Some(&app.token),
+            "application/json",
+            Some("gzip"),
+            encoder.finish().unwrap(),
+        )
+        .await;
     assert_eq!(response.status(), 202);
     app.wait_for_counts(3, 0).await;
 
-    let response = app.post_raw(Some(&app.token), "application/json", Some("gzip"), b"plain".to_vec()).await;
+    let response = app
+        .post_raw(
+            Some(&app.token),
+            "application/json",
+            Some("gzip"),
+            b"plain".to_vec(),
+        )
+        .await;
     assert_eq!(problem(response).await, (400, "invalid_gzip".into()));
 }
 
 async fn shape_errors_answer_400_with_a_problem_per_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let good = event("page interaction", "pageview", json!({"host": "h", "path": "/"}), "2021-01-01 00:00:00");
+    let good = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
     let body = json!([good, {"session_id": "not-a-uuid", "category": "c", "name": "n", "data": {}, "timestamp": "noon"}]);
     let response = app.post(&body).await;
     assert_eq!(response.status(), 400);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let details: Value = response.json().await.unwrap();
     assert_eq!(details["code"], "invalid_events");
     let fields: Vec<(&str, &str)> = details["errors"]
@@ -114,9 +183,20 @@ async fn shape_errors_answer_400_with_a_problem_per_field(backend: Backend) {
     // serde stops at the first bad field of an event; the good event is not queued either.
     assert_eq!(fields, [("[1].session_id", "invalid_uuid")]);
 
-    for (body, code) in [(&b"{not json"[..], "invalid_json"), (b"42", "not_an_event"), (b"[]", "not_an_event")] {
-        let response = app.post_raw(Some(&app.token), "application/json", None, body.to_vec()).await;
-        assert_eq!(problem(response).await, (400, code.into()), "{}", String::from_utf8_lossy(body));
+    for (body, code) in [
+        (&b"{not json"[..], "invalid_json"),
+        (b"42", "not_an_event"),
+        (b"[]", "not_an_event"),
+    ] {
+        let response = app
+            .post_raw(Some(&app.token), "application/json", None, body.to_vec())
+            .await;
+        assert_eq!(
+            problem(response).await,
+            (400, code.into()),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
     }
     expect_only_a_later_event_stored(&app).await;
 }
@@ -124,36 +204,87 @@ async fn shape_errors_answer_400_with_a_problem_per_field(backend: Backend) {
 async fn wrong_media_types_and_encodings_answer_415(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let body = serde_json::to_vec(&canonical_events(Uuid::new_v4())).unwrap();
-    let form = app.post_raw(Some(&app.token), "application/x-www-form-urlencoded", None, body.clone()).await;
+    let form = app
+        .post_raw(
+            Some(&app.token),
+            "application/x-www-form-urlencoded",
+            None,
+            body.clone(),
+        )
+        .await;
     assert_eq!(problem(form).await, (415, "unsupported_media_type".into()));
-    let brotli = app.post_raw(Some(&app.token), "application/json", Some("br"), body.clone()).await;
+    let brotli = app
+        .post_raw(
+            Some(&app.token),
+            "application/json",
+            Some("br"),
+            body.clone(),
+        )
+        .await;
     assert_eq!(problem(brotli).await, (415, "unsupported_encoding".into()));
-    let charset = app.post_raw(Some(&app.token), "application/json; charset=utf-8", None, body).await;
+    let charset = app
+        .post_raw(
+            Some(&app.token),
+            "application/json; charset=utf-8",
+            None,
+            body,
+        )
+        .await;
     assert_eq!(charset.status(), 202);
 }
 
 async fn oversize_requests_answer_413_and_store_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let big_event = event("page interaction", "pageview", json!({"host": "h", "path": "x".repeat(33 * 1024)}), "2021-01-01 00:00:00");
-    assert_eq!(problem(app.post(&big_event).await).await, (413, "event_too_large".into()));
+    let big_event = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "x".repeat(33 * 1024)}),
+        "2021-01-01 00:00:00",
+    );
+    assert_eq!(
+        problem(app.post(&big_event).await).await,
+        (413, "event_too_large".into())
+    );
 
-    let small = event("page interaction", "pageview", json!({"host": "h", "path": "/"}), "2021-01-01 00:00:00");
+    let small = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
     let too_many = Value::Array(vec![small.clone(); 501]);
-    assert_eq!(problem(app.post(&too_many).await).await, (413, "too_many_events".into()));
+    assert_eq!(
+        problem(app.post(&too_many).await).await,
+        (413, "too_many_events".into())
+    );
 
-    let padding = event("page interaction", "pageview", json!({"host": "h", "path": "p".repeat(30 * 1024)}), "2021-01-01 00:00:00");
+    let padding = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "p".repeat(30 * 1024)}),
+        "2021-01-01 00:00:00",
+    );
     let too_big = Value::Array(vec![padding; 20]);
-    assert_eq!(problem(app.post(&too_big).await).await, (413, "payload_too_large".into()));
+    assert_eq!(
+        problem(app.post(&too_big).await).await,
+        (413, "payload_too_large".into())
+    );
 
     let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     bomb.write_all(b"[").unwrap();
     for _ in 0..5000 {
-        bomb.write_all(serde_json::to_string(&small).unwrap().as_bytes()).unwrap();
+        bomb.write_all(serde_json::to_string(&small).unwrap().as_bytes())
+            .unwrap();
         bomb.write_all(b",").unwrap();
     }
     let bomb = bomb.finish().unwrap();
-    assert!(bomb.len() < 64 * 1024, "the compressed body itself is small");
-    let response = app.post_raw(Some(&app.token), "application/json", Some("gzip"), bomb).await;
+    assert!(
+        bomb.len() < 64 * 1024,
+        "the compressed body itself is small"
+    );
+    let response = app
+        .post_raw(Some(&app.token), "application/json", Some("gzip"), bomb)
+        .await;
     assert_eq!(problem(response).await, (413, "payload_too_large".into()));
 
     let exactly_500 = Value::Array(vec![small; 500]);
@@ -165,7 +296,12 @@ async fn oversize_requests_answer_413_and_store_nothing(backend: Backend) {
 async fn health_and_readiness_answer_200(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for path in ["healthz", "readyz"] {
-        let response = app.client.get(format!("{}/{path}", app.address)).send().await.unwrap();
+        let response = app
+            .client
+            .get(format!("{}/{path}", app.address))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
 }
@@ -173,16 +309,28 @@ async fn health_and_readiness_answer_200(backend: Backend) {
 /// Status and `code` of a problem response.
 async fn problem(response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
     let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{body}");
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "{body}"
+    );
     (status, body["code"].as_str().unwrap_or_default().to_owned())
 }
 
 /// Posts one valid event and waits for it: one worker takes messages in order, so anything
 /// queued before it would have been stored or rejected first.
 async fn expect_only_a_later_event_stored(app: &TestApp) {
-    let later = event("page interaction", "pageview", json!({"host": "h", "path": "/"}), "2021-01-01 00:00:00");
+    let later = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
     assert_eq!(app.post(&later).await.status(), 202);
     app.wait_for_counts(1, 0).await;
 }

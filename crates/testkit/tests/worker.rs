@@ -18,33 +18,84 @@ on_services!(a_database_outage_delays_storage_but_loses_nothing);
 
 /// The `(field, code)` pairs of a rejected event.
 fn reasons(rejected: &eye_entity::rejected_events::Model) -> Vec<(String, String)> {
-    rejected.reasons.as_array().unwrap().iter()
-        .map(|r| (r["field"].as_str().unwrap().to_owned(), r["code"].as_str().unwrap().to_owned()))
+    rejected
+        .reasons
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["field"].as_str().unwrap().to_owned(),
+                r["code"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
-async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_ones(backend: Backend) {
-    let app = TestApp::spawn_with(backend, Options { workers: 0, ..Options::default() }).await;
+async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_ones(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
     let future = (Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let slightly_ahead = (Utc::now() + chrono::Duration::seconds(20)).to_rfc3339();
     let body = json!([
-        event("page interaction", "pageview", json!({"host": "h", "path": "/"}), &future),
-        event("page interaction", "cta click", json!({"host": "h", "path": 7}), "2021-01-01 00:00:00"),
-        event("form interaction", "submit", json!({"host": "h"}), "2021-01-01 00:00:00"),
-        event("page interaction", "pageview", json!(["not", "an", "object"]), "2021-01-01 00:00:00"),
-        event("page interaction", "pageview", json!({"host": "h", "path": "/ok"}), &slightly_ahead),
+        event(
+            "page interaction",
+            "pageview",
+            json!({"host": "h", "path": "/"}),
+            &future
+        ),
+        event(
+            "page interaction",
+            "cta click",
+            json!({"host": "h", "path": 7}),
+            "2021-01-01 00:00:00"
+        ),
+        event(
+            "form interaction",
+            "submit",
+            json!({"host": "h"}),
+            "2021-01-01 00:00:00"
+        ),
+        event(
+            "page interaction",
+            "pageview",
+            json!(["not", "an", "object"]),
+            "2021-01-01 00:00:00"
+        ),
+        event(
+            "page interaction",
+            "pageview",
+            json!({"host": "h", "path": "/ok"}),
+            &slightly_ahead
+        ),
     ]);
     assert_eq!(app.post(&body).await.status(), 202);
 
     let outcome = app.worker().process_next_batch().await.unwrap();
-    assert_eq!((outcome.stored, outcome.rejected, outcome.dead_lettered), (1, 4, 0));
+    assert_eq!(
+        (outcome.stored, outcome.rejected, outcome.dead_lettered),
+        (1, 4, 0)
+    );
     let stored = app.stored_events().await;
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].data["path"], "/ok", "within the allowed clock skew");
+    assert_eq!(
+        stored[0].data["path"], "/ok",
+        "within the allowed clock skew"
+    );
 
     let rejected = app.rejected_events().await;
-    let mut found: Vec<(String, Vec<(String, String)>)> =
-        rejected.iter().map(|r| (r.name.clone(), reasons(r))).collect();
+    let mut found: Vec<(String, Vec<(String, String)>)> = rejected
+        .iter()
+        .map(|r| (r.name.clone(), reasons(r)))
+        .collect();
     found.sort();
     let pair = |f: &str, c: &str| (f.to_owned(), c.to_owned());
     assert_eq!(
@@ -53,25 +104,48 @@ async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_on
             ("cta click".into(), vec![pair("data.path", "invalid_type")]),
             ("pageview".into(), vec![pair("data", "not_object")]),
             ("pageview".into(), vec![pair("timestamp", "in_future")]),
-            ("submit".into(), vec![pair("data.form", "required"), pair("data.path", "required")]),
+            (
+                "submit".into(),
+                vec![pair("data.form", "required"), pair("data.path", "required")]
+            ),
         ]
     );
     let submit = rejected.iter().find(|r| r.name == "submit").unwrap();
-    assert_eq!(submit.payload["data"], json!({"host": "h"}), "the raw event is kept");
-    assert!(submit.reasons[0]["message"].as_str().unwrap().contains("required"));
+    assert_eq!(
+        submit.payload["data"],
+        json!({"host": "h"}),
+        "the raw event is kept"
+    );
+    assert!(
+        submit.reasons[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("required")
+    );
 }
 
 async fn unknown_event_types_follow_the_configured_policy(backend: Backend) {
     let accepting = TestApp::spawn(backend.clone()).await;
-    let unknown = event("video", "play", json!({"position": 12}), "2021-01-01 00:00:00");
+    let unknown = event(
+        "video",
+        "play",
+        json!({"position": 12}),
+        "2021-01-01 00:00:00",
+    );
     assert_eq!(accepting.post(&unknown).await.status(), 202);
     accepting.wait_for_counts(1, 0).await;
 
-    let options = Options { settings: |s| s.unknown_events = UnknownEventPolicy::Reject, ..Options::default() };
+    let options = Options {
+        settings: |s| s.unknown_events = UnknownEventPolicy::Reject,
+        ..Options::default()
+    };
     let rejecting = TestApp::spawn_with(backend, options).await;
     assert_eq!(rejecting.post(&unknown).await.status(), 202);
     rejecting.wait_for_counts(0, 1).await;
-    assert_eq!(reasons(&rejecting.rejected_events().await[0]), [("name".to_owned(), "unknown_event_type".to_owned())]);
+    assert_eq!(
+        reasons(&rejecting.rejected_events().await[0]),
+        [("name".to_owned(), "unknown_event_type".to_owned())]
+    );
 }
 
 async fn two_workers_count_a_thousand_events_of_one_session_exactly(backend: Backend) {
@@ -90,7 +164,12 @@ async fn two_workers_count_a_thousand_events_of_one_session_exactly(backend: Bac
         let batch: Vec<Value> = (0..10)
             .map(|i| {
                 let at = start + chrono::Duration::milliseconds(request * 10 + i);
-                let mut e = event("page interaction", "pageview", json!({"host": "h", "path": "/"}), &at.to_rfc3339());
+                let mut e = event(
+                    "page interaction",
+                    "pageview",
+                    json!({"host": "h", "path": "/"}),
+                    &at.to_rfc3339(),
+                );
                 e["session_id"] = json!(session);
                 e
             })
@@ -104,24 +183,50 @@ async fn two_workers_count_a_thousand_events_of_one_session_exactly(backend: Bac
     let session = app.session(session).await.unwrap();
     assert_eq!(session.event_count, 1000);
     assert_eq!(session.first_seen, start);
-    assert_eq!(session.last_seen, start + chrono::Duration::milliseconds(999));
+    assert_eq!(
+        session.last_seen,
+        start + chrono::Duration::milliseconds(999)
+    );
 }
 
 async fn a_database_outage_delays_storage_but_loses_nothing(backend: Backend) {
-    let app = TestApp::spawn_with(backend, Options { proxy_database: true, ..Options::default() }).await;
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            proxy_database: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let proxy = app.database_proxy.as_ref().unwrap();
-    let first = event("page interaction", "pageview", json!({"host": "h", "path": "/1"}), "2021-01-01 00:00:00");
+    let first = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/1"}),
+        "2021-01-01 00:00:00",
+    );
     assert_eq!(app.post(&first).await.status(), 202);
     app.wait_for_counts(1, 0).await;
 
     proxy.cut();
     let during: Vec<Value> = (0..20)
-        .map(|i| event("page interaction", "pageview", json!({"host": "h", "path": format!("/{i}")}), "2021-01-01 00:00:00"))
+        .map(|i| {
+            event(
+                "page interaction",
+                "pageview",
+                json!({"host": "h", "path": format!("/{i}")}),
+                "2021-01-01 00:00:00",
+            )
+        })
         .collect();
     // The api checks tokens from its cache, so it keeps accepting while the database is away.
     assert_eq!(app.post(&Value::Array(during)).await.status(), 202);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(app.counts().await, (1, 0), "nothing can be stored while the database is away");
+    assert_eq!(
+        app.counts().await,
+        (1, 0),
+        "nothing can be stored while the database is away"
+    );
 
     proxy.restore();
     app.wait_for_counts(21, 0).await;

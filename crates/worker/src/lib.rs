@@ -50,7 +50,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(db: DatabaseConnection, consumer: Consumer, settings: &Settings, stop: CancellationToken) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        consumer: Consumer,
+        settings: &Settings,
+        stop: CancellationToken,
+    ) -> Self {
         Self {
             db,
             consumer,
@@ -63,7 +68,10 @@ impl Worker {
 
     /// Waits for the next batch and handles it completely.
     pub async fn process_next_batch(&mut self) -> Result<BatchOutcome, WorkerError> {
-        let batch = self.consumer.next_batch(self.batch_messages, self.batch_wait).await?;
+        let batch = self
+            .consumer
+            .next_batch(self.batch_messages, self.batch_wait)
+            .await?;
         self.handle(batch).await
     }
 
@@ -109,7 +117,10 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(messages = batch.len()))]
     async fn handle(&mut self, batch: Vec<Delivery>) -> Result<BatchOutcome, WorkerError> {
-        let mut outcome = BatchOutcome { messages: batch.len(), ..Default::default() };
+        let mut outcome = BatchOutcome {
+            messages: batch.len(),
+            ..Default::default()
+        };
         let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
             match decode(&delivery.body) {
@@ -125,7 +136,9 @@ impl Worker {
         match self.write_with_retry(&rows).await? {
             Ok(written) => {
                 outcome.add(written);
-                self.consumer.ack(decoded.into_iter().map(|(d, _)| d).collect()).await?;
+                self.consumer
+                    .ack(decoded.into_iter().map(|(d, _)| d).collect())
+                    .await?;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "batch failed permanently; storing its messages one by one");
@@ -163,7 +176,10 @@ impl Worker {
 
     /// Retries while the database is unreachable or busy; the messages stay unacknowledged
     /// (and so in the queue) meanwhile. Returns the permanent error, if any.
-    async fn write_with_retry(&self, rows: &Rows) -> Result<Result<Written, sea_orm::DbErr>, WorkerError> {
+    async fn write_with_retry(
+        &self,
+        rows: &Rows,
+    ) -> Result<Result<Written, sea_orm::DbErr>, WorkerError> {
         let mut backoff = Backoff::default();
         loop {
             match store::write(&self.db, rows).await {
@@ -244,7 +260,9 @@ struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { next: Duration::from_millis(100) }
+        Self {
+            next: Duration::from_millis(100),
+        }
     }
 }
 

@@ -5,7 +5,9 @@ use sea_orm::DbBackend;
 use sea_orm::sea_query::Expr;
 
 fn merge(function: &str, column: &str) -> Expr {
-    Expr::cust(format!(r#"{function}("sessions"."{column}", "excluded"."{column}")"#))
+    Expr::cust(format!(
+        r#"{function}("sessions"."{column}", "excluded"."{column}")"#
+    ))
 }
 
 /// The earlier of the stored and incoming values.
@@ -42,14 +44,20 @@ pub fn is_retryable(error: &sea_orm::DbErr) -> bool {
         _ => return false,
     };
     match sqlx.as_ref() {
-        Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::Protocol(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::Protocol(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
         | Sqlx::WorkerCrashed => true,
         Sqlx::Database(db) => {
             let code = db.code().unwrap_or_default();
             // PostgreSQL: serialization failure, deadlock, shutdown, too many connections,
             // read-only replica; SQLite: busy and locked.
-            matches!(&*code, "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "25006" | "5" | "6")
-                || code.starts_with("08")
+            matches!(
+                &*code,
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "25006" | "5" | "6"
+            ) || code.starts_with("08")
         }
         _ => false,
     }

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use eye_entity::{events, rejected_events, sessions};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, TransactionTrait, TryInsertResult};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, TransactionTrait, TryInsertResult,
+};
 use uuid::Uuid;
 
 use crate::sql;
@@ -54,7 +56,11 @@ pub async fn write(db: &DatabaseConnection, rows: &Rows) -> Result<Written, DbEr
     }
     txn.commit().await?;
     let stored = inserted.len() as u64;
-    Ok(Written { stored, duplicates: rows.events.len() as u64 - stored, rejected })
+    Ok(Written {
+        stored,
+        duplicates: rows.events.len() as u64 - stored,
+        rejected,
+    })
 }
 
 struct SessionDelta {
@@ -91,7 +97,12 @@ async fn upsert_sessions(
                 d.last_seen = d.last_seen.max(*at);
                 d.count += 1;
             })
-            .or_insert(SessionDelta { application_id: *app, first_seen: *at, last_seen: *at, count: 1 });
+            .or_insert(SessionDelta {
+                application_id: *app,
+                first_seen: *at,
+                last_seen: *at,
+                count: 1,
+            });
     }
     let backend = txn.get_database_backend();
     let models: Vec<sessions::ActiveModel> = deltas
@@ -106,8 +117,14 @@ async fn upsert_sessions(
         .collect();
     for chunk in models.chunks(CHUNK) {
         let on_conflict = OnConflict::column(sessions::Column::Id)
-            .value(sessions::Column::FirstSeen, sql::earliest(backend, "first_seen"))
-            .value(sessions::Column::LastSeen, sql::latest(backend, "last_seen"))
+            .value(
+                sessions::Column::FirstSeen,
+                sql::earliest(backend, "first_seen"),
+            )
+            .value(
+                sessions::Column::LastSeen,
+                sql::latest(backend, "last_seen"),
+            )
             .value(sessions::Column::EventCount, sql::sum("event_count"))
             .to_owned();
         sessions::Entity::insert_many(chunk.iter().cloned())

@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
 use lapin::Confirmation;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
@@ -27,16 +26,34 @@ pub async fn declare(
     topology: &Topology,
     delivery_limit: u32,
 ) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    let queue_options = QueueDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let queue_options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let mut quorum = FieldTable::default();
-    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
 
     channel
-        .exchange_declare(topology.dead_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .exchange_declare(
+            topology.dead_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .queue_declare(topology.dead_queue.as_str().into(), queue_options, quorum.clone())
+        .queue_declare(
+            topology.dead_queue.as_str().into(),
+            queue_options,
+            quorum.clone(),
+        )
         .await?;
     channel
         .queue_bind(
@@ -56,7 +73,12 @@ pub async fn declare(
         AMQPValue::LongString(topology.dead_exchange.as_str().into()),
     );
     channel
-        .exchange_declare(topology.exchange.as_str().into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .exchange_declare(
+            topology.exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
         .queue_declare(topology.queue.as_str().into(), queue_options, ingest)
@@ -98,7 +120,10 @@ impl AmqpPublisher {
             create: Some(timeout),
             recycle: Some(timeout),
         };
-        let config = Config { url: Some(url.to_owned()), pool: Some(pool_config) };
+        let config = Config {
+            url: Some(url.to_owned()),
+            pool: Some(pool_config),
+        };
         let pool = config
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
             .map_err(|e| PublishError::Unavailable(e.to_string()))?;
@@ -127,7 +152,10 @@ impl AmqpPublisher {
             .basic_publish(
                 self.topology.exchange.as_str().into(),
                 self.topology.routing_key.as_str().into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 payload,
                 properties,
             )
@@ -144,7 +172,9 @@ impl AmqpPublisher {
     }
 
     pub(super) async fn is_ready(&self) -> bool {
-        tokio::time::timeout(self.timeout, self.channel()).await.is_ok_and(|c| c.is_ok())
+        tokio::time::timeout(self.timeout, self.channel())
+            .await
+            .is_ok_and(|c| c.is_ok())
     }
 
     async fn channel(&self) -> Result<Channel, PublishError> {
@@ -155,7 +185,9 @@ impl AmqpPublisher {
         }
         let connection = self.pool.get().await.map_err(unavailable)?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
-        declare(&channel, &self.topology, self.delivery_limit).await.map_err(unavailable)?;
+        declare(&channel, &self.topology, self.delivery_limit)
+            .await
+            .map_err(unavailable)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -188,14 +220,22 @@ struct Live {
 
 impl AmqpConsumer {
     pub fn new(url: &str, topology: Topology, delivery_limit: u32, prefetch: u16) -> Self {
-        Self { url: url.to_owned(), topology, delivery_limit, prefetch, live: None }
+        Self {
+            url: url.to_owned(),
+            topology,
+            delivery_limit,
+            prefetch,
+            live: None,
+        }
     }
 
     async fn connect(&self) -> Result<Live, lapin::Error> {
         let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         declare(&channel, &self.topology, self.delivery_limit).await?;
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
         let consumer = channel
             .basic_consume(
                 self.topology.queue.as_str().into(),
@@ -204,7 +244,11 @@ impl AmqpConsumer {
                 FieldTable::default(),
             )
             .await?;
-        Ok(Live { _connection: connection, channel, consumer })
+        Ok(Live {
+            _connection: connection,
+            channel,
+            consumer,
+        })
     }
 
     pub(super) async fn next_batch(
@@ -212,7 +256,11 @@ impl AmqpConsumer {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, ConsumeError> {
-        if self.live.as_ref().is_none_or(|l| !l.channel.status().connected()) {
+        if self
+            .live
+            .as_ref()
+            .is_none_or(|l| !l.channel.status().connected())
+        {
             self.live = None;
             let live = self.connect().await.map_err(lost)?;
             self.live = Some(live);
@@ -249,7 +297,10 @@ impl AmqpConsumer {
             return Ok(());
         };
         if let Acker::Amqp(acker) = last.acker {
-            acker.ack(BasicAckOptions { multiple: true }).await.map_err(lost)?;
+            acker
+                .ack(BasicAckOptions { multiple: true })
+                .await
+                .map_err(lost)?;
         }
         Ok(())
     }
@@ -264,7 +315,10 @@ pub(super) async fn dead_letter(acker: &lapin::Acker) -> Result<(), ConsumeError
 }
 
 fn into_delivery(delivery: lapin::message::Delivery) -> Delivery {
-    Delivery { body: delivery.data, acker: Acker::Amqp(delivery.acker) }
+    Delivery {
+        body: delivery.data,
+        acker: Acker::Amqp(delivery.acker),
+    }
 }
 
 fn lost(error: impl std::fmt::Display) -> ConsumeError {

@@ -41,10 +41,11 @@ impl MemoryQueue {
         if self.is_closed() {
             return Err(PublishError::Unavailable("the queue is shut down".into()));
         }
-        let permit = tokio::time::timeout(self.inner.publish_timeout, self.inner.capacity.acquire())
-            .await
-            .map_err(|_| PublishError::Full)?
-            .map_err(|_| PublishError::Unavailable("the queue is shut down".into()))?;
+        let permit =
+            tokio::time::timeout(self.inner.publish_timeout, self.inner.capacity.acquire())
+                .await
+                .map_err(|_| PublishError::Full)?
+                .map_err(|_| PublishError::Unavailable("the queue is shut down".into()))?;
         permit.forget();
         self.messages().push_back(payload.to_vec());
         self.inner.ready.notify_one();
@@ -85,7 +86,10 @@ impl MemoryQueue {
         let n = max.min(messages.len());
         let batch = messages
             .drain(..n)
-            .map(|body| Delivery { body, acker: Acker::Memory })
+            .map(|body| Delivery {
+                body,
+                acker: Acker::Memory,
+            })
             .collect();
         if !messages.is_empty() {
             self.inner.ready.notify_one();
@@ -99,7 +103,10 @@ impl MemoryQueue {
 
     fn messages(&self) -> MutexGuard<'_, VecDeque<Vec<u8>>> {
         // A panic while holding this lock cannot leave the deque half-updated.
-        self.inner.messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -129,12 +136,18 @@ mod tests {
         let publisher = Publisher::Memory(queue.clone());
         publisher.publish(b"a").await.unwrap();
         publisher.publish(b"b").await.unwrap();
-        assert!(matches!(publisher.publish(b"c").await, Err(PublishError::Full)));
+        assert!(matches!(
+            publisher.publish(b"c").await,
+            Err(PublishError::Full)
+        ));
 
         let mut consumer = Consumer::Memory(queue);
         let batch = consumer.next_batch(2, Duration::ZERO).await.unwrap();
         // Taken but not acknowledged still counts against capacity.
-        assert!(matches!(publisher.publish(b"c").await, Err(PublishError::Full)));
+        assert!(matches!(
+            publisher.publish(b"c").await,
+            Err(PublishError::Full)
+        ));
         consumer.ack(batch).await.unwrap();
         publisher.publish(b"c").await.unwrap();
     }
@@ -145,7 +158,10 @@ mod tests {
         let publisher = Publisher::Memory(queue.clone());
         publisher.publish(b"a").await.unwrap();
         queue.close();
-        assert!(matches!(publisher.publish(b"b").await, Err(PublishError::Unavailable(_))));
+        assert!(matches!(
+            publisher.publish(b"b").await,
+            Err(PublishError::Unavailable(_))
+        ));
         assert!(!publisher.is_ready().await);
         assert_eq!(Consumer::Memory(queue).ready_batch(5).len(), 1);
     }

@@ -145,7 +145,10 @@ impl Consumer {
         match (self, delivery.acker) {
             (Consumer::Amqp(_), Acker::Amqp(acker)) => amqp::dead_letter(&acker).await,
             (Consumer::Memory(memory), _) => {
-                tracing::error!(bytes = delivery.body.len(), "dropped an undecodable message");
+                tracing::error!(
+                    bytes = delivery.body.len(),
+                    "dropped an undecodable message"
+                );
                 memory.release(1);
                 Ok(())
             }

@@ -49,18 +49,34 @@ pub(super) fn check(
     if data.is_object() {
         check_strings("data", data, limits.max_data_string_chars, &mut reasons);
     } else {
-        reasons.push(FieldError::new("data", "not_object", "data must be a JSON object"));
+        reasons.push(FieldError::new(
+            "data",
+            "not_object",
+            "data must be a JSON object",
+        ));
     }
     reasons
 }
 
 fn check_label(field: &str, value: &str, max: usize, reasons: &mut Vec<FieldError>) {
     if value.trim().is_empty() {
-        reasons.push(FieldError::new(field, "empty", format!("{field} must not be empty")));
+        reasons.push(FieldError::new(
+            field,
+            "empty",
+            format!("{field} must not be empty"),
+        ));
     } else if value.chars().count() > max {
-        reasons.push(FieldError::new(field, "too_long", format!("{field} is longer than {max} characters")));
+        reasons.push(FieldError::new(
+            field,
+            "too_long",
+            format!("{field} is longer than {max} characters"),
+        ));
     } else if value.contains('\0') {
-        reasons.push(FieldError::new(field, "invalid_character", format!("{field} contains a NUL character")));
+        reasons.push(FieldError::new(
+            field,
+            "invalid_character",
+            format!("{field} contains a NUL character"),
+        ));
     }
 }
 
@@ -80,7 +96,11 @@ fn check_strings(path: &str, value: &Value, max: usize, reasons: &mut Vec<FieldE
         Value::Object(map) => {
             for (key, value) in map {
                 if key.contains('\0') {
-                    reasons.push(FieldError::new(path, "invalid_character", "keys must not contain NUL characters"));
+                    reasons.push(FieldError::new(
+                        path,
+                        "invalid_character",
+                        "keys must not contain NUL characters",
+                    ));
                     continue;
                 }
                 check_strings(&format!("{path}.{key}"), value, max, reasons);

@@ -51,17 +51,29 @@ impl Registry {
     }
 
     pub fn register(&mut self, registration: &Registration, settings: &Settings) {
-        let key = (registration.category.to_owned(), registration.name.to_owned());
-        self.validators.insert(key, (registration.factory)(settings));
+        let key = (
+            registration.category.to_owned(),
+            registration.name.to_owned(),
+        );
+        self.validators
+            .insert(key, (registration.factory)(settings));
     }
 
     /// Every reason to reject the event; empty when it should be stored.
-    pub fn check(&self, event: &Event, data: &Value, received_at: DateTime<Utc>) -> Vec<FieldError> {
+    pub fn check(
+        &self,
+        event: &Event,
+        data: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Vec<FieldError> {
         let mut reasons = common::check(event, data, received_at, &self.limits);
         if !data.is_object() {
             return reasons;
         }
-        match self.validators.get(&(event.category.clone(), event.name.clone())) {
+        match self
+            .validators
+            .get(&(event.category.clone(), event.name.clone()))
+        {
             Some(validator) => reasons.extend(validator.validate(data)),
             None if self.unknown == UnknownEventPolicy::Reject => reasons.push(FieldError::new(
                 "name",

@@ -32,8 +32,16 @@ impl<T: DeserializeOwned + Validate> EventValidator for Typed<T> {
             },
             Err(error) => {
                 let message = error.inner().to_string();
-                let code = if message.starts_with("invalid type") { "invalid_type" } else { "invalid_value" };
-                vec![FieldError::new(format!("data.{}", error.path()), code, message)]
+                let code = if message.starts_with("invalid type") {
+                    "invalid_type"
+                } else {
+                    "invalid_value"
+                };
+                vec![FieldError::new(
+                    format!("data.{}", error.path()),
+                    code,
+                    message,
+                )]
             }
         }
     }
@@ -46,7 +54,10 @@ fn flatten(prefix: &str, errors: &ValidationErrors, reasons: &mut Vec<FieldError
         let path = format!("{prefix}.{field}");
         match kind {
             ValidationErrorsKind::Field(list) => reasons.extend(list.iter().map(|e| {
-                let message = e.message.as_deref().map_or_else(|| format!("{path} is not valid ({})", e.code), str::to_owned);
+                let message = e.message.as_deref().map_or_else(
+                    || format!("{path} is not valid ({})", e.code),
+                    str::to_owned,
+                );
                 FieldError::new(path.clone(), &e.code, message)
             })),
             ValidationErrorsKind::Struct(inner) => flatten(&path, inner, reasons),

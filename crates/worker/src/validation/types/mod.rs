@@ -6,4 +6,8 @@ mod pageview;
 
 use super::Registration;
 
-pub const ALL: &[Registration] = &[pageview::REGISTRATION, cta_click::REGISTRATION, form_submit::REGISTRATION];
+pub const ALL: &[Registration] = &[
+    pageview::REGISTRATION,
+    cta_click::REGISTRATION,
+    form_submit::REGISTRATION,
+];
