@@ -54,7 +54,7 @@ pub async fn post_events(
     };
     let message =
         serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    state.publisher.publish(&message).await?;
+    state.outbox.send(message).await?;
     Ok(HttpResponse::Accepted().json(Accepted { ids }))
 }
 

@@ -3,6 +3,7 @@
 
 mod auth;
 mod ingest;
+mod outbox;
 mod problem;
 
 use std::net::TcpListener;
@@ -18,11 +19,13 @@ use serde_json::json;
 
 pub use auth::TokenGate;
 pub use ingest::{Limits, parse_events};
+pub use outbox::Outbox;
 pub use problem::ApiError;
 
 /// What every request handler shares.
 pub struct State {
     gate: Arc<TokenGate>,
+    outbox: Outbox,
     publisher: Publisher,
     limits: Limits,
 }
@@ -48,8 +51,14 @@ impl Api {
             tracing::warn!(error = %e, "could not load api tokens yet; will keep trying");
         }
         gate.spawn_refresh(settings.token_refresh());
+        let outbox = Outbox::start(
+            publisher.clone(),
+            settings.publish_channels,
+            settings.publish_linger(),
+        );
         let state = web::Data::new(State {
             gate,
+            outbox,
             publisher,
             limits: Limits {
                 max_events: settings.max_events_per_request,

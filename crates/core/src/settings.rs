@@ -24,6 +24,14 @@ pub struct Settings {
     pub api_addr: String,
     /// Where `eye admin` listens.
     pub admin_addr: String,
+    /// How long an admin login lasts.
+    pub admin_session_hours: i64,
+    /// Failed logins allowed per username and per client address within `admin_login_window_secs`.
+    pub admin_login_attempts: u32,
+    /// The window over which failed logins are counted; a throttled login waits it out.
+    pub admin_login_window_secs: u64,
+    /// Rows on one page of the admin and of the read api (the api's `limit` may ask for fewer).
+    pub admin_page_size: u64,
     /// Most events one request may carry.
     pub max_events_per_request: usize,
     /// Largest single event, in bytes of JSON.
@@ -32,8 +40,11 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// How long the api waits for the broker to confirm a message before answering 503.
     pub publish_timeout_ms: u64,
-    /// AMQP channels the api publishes on; concurrent requests share them.
+    /// AMQP channels the api publishes on, and the most messages awaiting a confirm at once;
+    /// requests arriving meanwhile are coalesced into the next message.
     pub publish_channels: usize,
+    /// How long the api may wait to fill a message with more requests, in microseconds.
+    pub publish_linger_us: u64,
     /// How often every api instance reloads revoked tokens and disabled applications.
     pub token_refresh_ms: u64,
     /// Messages the broker may hand one worker before it acknowledges any.
@@ -83,11 +94,16 @@ impl Default for Settings {
             queue_prefix: "eye".into(),
             api_addr: "127.0.0.1:8080".into(),
             admin_addr: "127.0.0.1:8081".into(),
+            admin_session_hours: 12,
+            admin_login_attempts: 5,
+            admin_login_window_secs: 900,
+            admin_page_size: 50,
             max_events_per_request: 500,
             max_event_bytes: 32 * 1024,
             max_request_bytes: 512 * 1024,
             publish_timeout_ms: 5_000,
             publish_channels: 8,
+            publish_linger_us: 0,
             token_refresh_ms: 2_000,
             worker_prefetch: 256,
             worker_batch_messages: 128,
@@ -151,6 +167,10 @@ impl Settings {
 
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    pub fn publish_linger(&self) -> Duration {
+        Duration::from_micros(self.publish_linger_us)
     }
 
     pub fn token_refresh(&self) -> Duration {

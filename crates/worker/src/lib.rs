@@ -124,7 +124,7 @@ impl Worker {
         let mut decoded = Vec::with_capacity(batch.len());
         for delivery in batch {
             match decode(&delivery.body) {
-                Ok(envelope) => decoded.push((delivery, envelope)),
+                Ok(envelopes) => decoded.push((delivery, envelopes)),
                 Err(e) => {
                     tracing::error!(error = %e, "undecodable message sent to the dead-letter queue");
                     self.consumer.dead_letter(delivery).await?;
@@ -132,7 +132,7 @@ impl Worker {
                 }
             }
         }
-        let rows = self.rows(decoded.iter().map(|(_, envelope)| envelope));
+        let rows = self.rows(decoded.iter().flat_map(|(_, envelopes)| envelopes));
         match self.write_with_retry(&rows).await? {
             Ok(written) => {
                 outcome.add(written);
@@ -151,19 +151,19 @@ impl Worker {
     /// Isolates the message that cannot be stored, so the others are not held back by it.
     async fn handle_one_by_one(
         &mut self,
-        decoded: Vec<(Delivery, Envelope)>,
+        decoded: Vec<(Delivery, Vec<Envelope>)>,
         outcome: &mut BatchOutcome,
     ) -> Result<(), WorkerError> {
         let mut done = Vec::with_capacity(decoded.len());
-        for (delivery, envelope) in decoded {
-            let rows = self.rows(std::iter::once(&envelope));
+        for (delivery, envelopes) in decoded {
+            let rows = self.rows(envelopes.iter());
             match self.write_with_retry(&rows).await? {
                 Ok(written) => {
                     outcome.add(written);
                     done.push(delivery);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, application_id = %envelope.application_id,
+                    tracing::error!(error = %e, envelopes = envelopes.len(),
                         "message cannot be stored; sent to the dead-letter queue");
                     self.consumer.dead_letter(delivery).await?;
                     outcome.dead_lettered += 1;
@@ -240,12 +240,16 @@ impl BatchOutcome {
     }
 }
 
-fn decode(body: &[u8]) -> Result<Envelope, String> {
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    if envelope.v != ENVELOPE_VERSION {
-        return Err(format!("envelope version {} is not supported", envelope.v));
+/// A message holds one envelope, or an array of envelopes when the api coalesced requests.
+fn decode(body: &[u8]) -> Result<Vec<Envelope>, String> {
+    let envelopes = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body).map_err(|e| e.to_string())?,
+        _ => vec![serde_json::from_slice::<Envelope>(body).map_err(|e| e.to_string())?],
+    };
+    if let Some(other) = envelopes.iter().find(|e| e.v != ENVELOPE_VERSION) {
+        return Err(format!("envelope version {} is not supported", other.v));
     }
-    Ok(envelope)
+    Ok(envelopes)
 }
 
 /// Category and name of a rejected event are kept for filtering, cut to fit their columns
@@ -279,5 +283,31 @@ impl Backoff {
             () = stop.cancelled() => false,
             () = tokio::time::sleep(delay) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode;
+
+    const ENVELOPE: &str = r#"{"v":1,"application_id":"01a1fdc1-6fbb-77f0-8067-7ccf153d3375",
+        "token_id":"01a1fdc1-6fbb-77f0-8067-7ccf153d3376","received_at":"2021-01-01T00:00:00Z","events":[]}"#;
+
+    #[test]
+    fn a_message_holds_one_envelope_or_several() {
+        assert_eq!(decode(ENVELOPE.as_bytes()).unwrap().len(), 1);
+        assert_eq!(
+            decode(format!(" [{ENVELOPE},{ENVELOPE}]").as_bytes())
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused() {
+        let v2 = ENVELOPE.replace(r#""v":1"#, r#""v":2"#);
+        assert!(decode(v2.as_bytes()).unwrap_err().contains("version 2"));
+        assert!(decode(b"\x00\x01").is_err());
     }
 }

@@ -36,7 +36,7 @@ impl Topology {
 }
 
 /// Why a message could not be confirmed. Every variant means "not accepted, try again".
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     #[error("the broker is unreachable: {0}")]
     Unavailable(String),

@@ -88,3 +88,98 @@ impl Registry {
         reasons
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+    use serde_json::json;
+
+    fn check(
+        category: &str,
+        name: &str,
+        data: Value,
+        settings: &Settings,
+    ) -> Vec<(String, String)> {
+        let received_at = Utc::now();
+        let event = Event {
+            id: uuid::Uuid::new_v4(),
+            session_id: uuid::Uuid::new_v4(),
+            category: category.into(),
+            name: name.into(),
+            data: serde_json::value::to_raw_value(&data).unwrap(),
+            timestamp: received_at - Duration::seconds(1),
+        };
+        Registry::builtin(settings)
+            .check(&event, &data, received_at)
+            .into_iter()
+            .map(|r| (r.field, r.code))
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(f, c)| ((*f).to_owned(), (*c).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn built_in_types_accept_their_payloads_and_name_what_is_missing() {
+        let s = Settings::default();
+        let page = json!({"host": "h", "path": "/"});
+        assert!(check("page interaction", "pageview", page.clone(), &s).is_empty());
+        assert_eq!(
+            check("page interaction", "cta click", page, &s),
+            pairs(&[("data.element", "required")])
+        );
+        let form = json!({"host": "h", "path": "/", "form": {"email": "a@b.c"}});
+        assert!(check("form interaction", "submit", form, &s).is_empty());
+        let bad_form = json!({"host": "h", "path": "/", "form": "email=a@b.c"});
+        assert_eq!(
+            check("form interaction", "submit", bad_form, &s),
+            pairs(&[("data.form", "invalid_type")])
+        );
+        let empty_host = json!({"host": "", "path": "/"});
+        assert_eq!(
+            check("page interaction", "pageview", empty_host, &s),
+            pairs(&[("data.host", "length")])
+        );
+    }
+
+    #[test]
+    fn common_rules_apply_to_every_type() {
+        let s = Settings::default();
+        assert_eq!(
+            check(" ", "pageview", json!({}), &s),
+            pairs(&[("category", "empty")])
+        );
+        assert_eq!(
+            check("c", &"n".repeat(129), json!({}), &s),
+            pairs(&[("name", "too_long")])
+        );
+        assert_eq!(
+            check("c", "n", json!({"a": ["ok", "nul\u{0}"]}), &s),
+            pairs(&[("data.a[1]", "invalid_character")])
+        );
+        let long = "x".repeat(s.max_data_string_chars + 1);
+        assert_eq!(
+            check("c", "n", json!({"deep": {"s": long}}), &s),
+            pairs(&[("data.deep.s", "too_long")])
+        );
+        assert_eq!(
+            check("c", "n", json!(null), &s),
+            pairs(&[("data", "not_object")])
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_accepted_or_rejected_by_policy() {
+        let mut s = Settings::default();
+        assert!(check("video", "play", json!({}), &s).is_empty());
+        s.unknown_events = UnknownEventPolicy::Reject;
+        assert_eq!(
+            check("video", "play", json!({}), &s),
+            pairs(&[("name", "unknown_event_type")])
+        );
+    }
+}
