@@ -9,14 +9,17 @@ use eye_core::Settings;
 use eye_core::settings::LogFormat;
 use eye_core::token::{Scope, TokenKeys};
 use eye_entity::{api_tokens, tokens};
-use sea_orm::{DatabaseConnection, EntityTrait};
+use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use secrecy::SecretString;
 
 use crate::stack::{self, Queue};
 
 pub const APPLICATION: &str = "dev";
+/// The admin user `eye dev` creates on first start, with a random password kept beside the data.
+pub const ADMIN_USER: &str = "admin";
 const SECRET_FILE: &str = "jwt-secret";
 const TOKEN_FILE: &str = "dev-token";
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
 
 /// A prepared data directory: migrated database, settings pointing at it, a ready token.
 pub struct Dev {
@@ -24,6 +27,8 @@ pub struct Dev {
     pub db: DatabaseConnection,
     pub token: String,
     pub database_file: PathBuf,
+    /// The first-start admin user's password, while its file is there.
+    pub admin_password: Option<String>,
 }
 
 /// Creates or reuses the data directory: the database, the signing key and the token all
@@ -55,12 +60,29 @@ pub async fn prepare(mut settings: Settings, data_dir: &Path) -> anyhow::Result<
             issued.jwt
         }
     };
+    let admin_password = ensure_admin(&db, &data_dir.join(ADMIN_PASSWORD_FILE)).await?;
     Ok(Dev {
         settings,
         db,
         token,
         database_file,
+        admin_password,
     })
+}
+
+/// On a fresh data directory, an `admin` user with a random password saved to a file, so the
+/// panel opens with a login printed on screen. Later starts print it again from the file.
+async fn ensure_admin(db: &DatabaseConnection, file: &Path) -> anyhow::Result<Option<String>> {
+    let users = eye_entity::admin_users::Entity::find().count(db).await?;
+    if users > 0 {
+        return Ok(std::fs::read_to_string(file)
+            .ok()
+            .map(|p| p.trim().to_owned()));
+    }
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    eye_admin::create_user(db, ADMIN_USER, &password).await?;
+    write_private(file, &password)?;
+    Ok(Some(password))
 }
 
 /// Runs until Ctrl-C, then drains: every event answered 202 is stored before this returns.
@@ -73,7 +95,7 @@ pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
     let dev = prepare(settings, data_dir).await?;
     let queue = Queue::memory(&dev.settings);
     let running = stack::start(&dev.settings, &dev.db, &queue, 1).await?;
-    println!("{}", banner(&dev, running.api_port));
+    println!("{}", banner(&dev, running.api_port, running.admin_port));
     crate::stack::shutdown_signal().await;
     println!("Stopping: storing what is still queued…");
     running.shutdown().await;
@@ -84,19 +106,24 @@ pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn banner(dev: &Dev, port: u16) -> String {
+fn banner(dev: &Dev, port: u16, admin_port: u16) -> String {
     let api = format!("http://127.0.0.1:{port}");
+    let login = match &dev.admin_password {
+        Some(password) => format!("user {ADMIN_USER}  password {password}"),
+        None => "log in with a user of yours (cargo eye user create --username NAME)".into(),
+    };
     let now = Utc::now().format("%Y-%m-%d %H:%M:%S%.6f");
     let session = uuid::Uuid::new_v4();
     format!(
         "\nThe Eye is running (data in {db}).\n\n\
          api      {api}/v1/events    health {api}/healthz\n\
+         admin    http://127.0.0.1:{admin_port}/    {login}\n\
          token    {token}\n\n\
          Send an event:\n\
          curl -sS -X POST {api}/v1/events -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \
          -d '{{\"session_id\": \"{session}\", \"category\": \"page interaction\", \"name\": \"pageview\", \
          \"data\": {{\"host\": \"www.example.com\", \"path\": \"/\"}}, \"timestamp\": \"{now}\"}}'\n\n\
-         See it stored:\n\
+         See it stored: open the admin's Events page, or\n\
          sqlite3 {db} 'SELECT category, name, timestamp, data FROM events ORDER BY stored_at DESC LIMIT 5'\n\n\
          Ctrl-C stops after storing everything accepted.\n",
         db = dev.database_file.display(),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use eye_admin::{Admin, QueueProbe};
 use eye_cli::dev;
 use eye_cli::stack::{self, Queue};
 use eye_core::Settings;
@@ -39,6 +40,8 @@ enum Command {
     },
     /// The ingestion api (`EYE_API_ADDR`).
     Api,
+    /// The admin panel and the JSON read api (`EYE_ADMIN_ADDR`).
+    Admin,
     /// A queue consumer that validates and stores events.
     Worker {
         /// Consumers in this process, each with its own channel and transactions.
@@ -57,6 +60,21 @@ enum Command {
     /// Applications.
     #[command(subcommand)]
     App(AppCommand),
+    /// People who log in to the admin panel.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Creates an admin user; asks for the password twice unless `--password-stdin`.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,10 +114,12 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev { .. } => Ok(()),
         Command::Api => api(&settings).await,
+        Command::Admin => admin(&settings).await,
         Command::Worker { concurrency } => worker(&settings, concurrency).await,
         Command::Migrate { rollback } => migrate(&settings, rollback).await,
         Command::Token(command) => token(&settings, command).await,
         Command::App(command) => app(&settings, command).await,
+        Command::User(command) => user(&settings, command).await,
     }
 }
 
@@ -114,6 +134,47 @@ async fn api(settings: &Settings) -> anyhow::Result<()> {
     tracing::info!("stopping: finishing requests in flight");
     handle.stop(true).await;
     server.await??;
+    Ok(())
+}
+
+async fn admin(settings: &Settings) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    // Without a broker URL the dashboard shows the queue as unknown; everything else works.
+    let probe = Queue::from_settings(settings).map_or(QueueProbe::None, |q| q.probe(settings, 0));
+    let admin = Admin::build(settings, db, probe).await?;
+    tracing::info!(addr = %settings.admin_addr, port = admin.port(), "admin listening");
+    let handle = admin.handle();
+    let server = tokio::spawn(admin.run_until_stopped());
+    stack::shutdown_signal().await;
+    handle.stop(true).await;
+    server.await??;
+    Ok(())
+}
+
+async fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
+    let UserCommand::Create {
+        username,
+        password_stdin,
+    } = command;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("failed to read the password from stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    } else {
+        let first =
+            rpassword::prompt_password("Password: ").context("failed to read the password")?;
+        let again = rpassword::prompt_password("Again: ").context("failed to read the password")?;
+        anyhow::ensure!(first == again, "the two passwords differ");
+        first
+    };
+    let db = stack::connect(settings.database_url()?).await?;
+    let user = eye_admin::create_user(&db, &username, &password).await?;
+    eprintln!(
+        "created `{}`; log in at http://{}/login",
+        user.username, settings.admin_addr
+    );
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use eye_admin::{Admin, QueueProbe};
 use eye_api::Api;
 use eye_core::Settings;
 use eye_core::queue::{AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology};
@@ -44,6 +45,21 @@ impl Queue {
             )?)),
             Queue::Memory(queue) => Publisher::Memory(queue.clone()),
         })
+    }
+
+    /// What the admin dashboard asks for queue depth; `consumers` is how many workers this
+    /// process runs beside an in-process queue (RabbitMQ counts its own).
+    pub fn probe(&self, settings: &Settings, consumers: usize) -> QueueProbe {
+        match self {
+            Queue::Amqp(url) => QueueProbe::Amqp {
+                url: url.clone(),
+                topology: Topology::new(&settings.queue_prefix),
+            },
+            Queue::Memory(queue) => QueueProbe::Memory {
+                queue: queue.clone(),
+                consumers: u32::try_from(consumers).unwrap_or(u32::MAX),
+            },
+        }
     }
 
     pub fn consumer(&self, settings: &Settings) -> Consumer {
@@ -99,17 +115,20 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Api and workers running in this process, stopped together.
+/// Api, admin and workers running in this process, stopped together.
 pub struct Running {
     pub api_port: u16,
+    pub admin_port: u16,
     api: actix_web::dev::ServerHandle,
     api_task: JoinHandle<std::io::Result<()>>,
+    admin: actix_web::dev::ServerHandle,
+    admin_task: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
 }
 
-/// Starts the api and `workers` workers (at least one) on one database and queue.
+/// Starts the api, the admin and `workers` workers (at least one) on one database and queue.
 pub async fn start(
     settings: &Settings,
     db: &DatabaseConnection,
@@ -130,6 +149,10 @@ pub async fn start_with_workers(
     let api_port = api.port();
     let handle = api.handle();
     let api_task = tokio::spawn(api.run_until_stopped());
+    let admin = Admin::build(settings, db.clone(), queue.probe(settings, workers)).await?;
+    let admin_port = admin.port();
+    let admin_handle = admin.handle();
+    let admin_task = tokio::spawn(admin.run_until_stopped());
     let stop = CancellationToken::new();
     let workers = (0..workers)
         .map(|_| {
@@ -139,8 +162,11 @@ pub async fn start_with_workers(
         .collect();
     Ok(Running {
         api_port,
+        admin_port,
         api: handle,
         api_task,
+        admin: admin_handle,
+        admin_task,
         workers,
         stop,
         queue: queue.clone(),
@@ -155,7 +181,9 @@ impl Running {
             queue.close();
         }
         tokio::spawn(self.api.stop(false));
+        tokio::spawn(self.admin.stop(false));
         self.api_task.abort();
+        self.admin_task.abort();
     }
 
     /// Stops taking requests, lets those in flight finish, then stops the workers once they
@@ -163,6 +191,8 @@ impl Running {
     pub async fn shutdown(self) {
         self.api.stop(true).await;
         let _ = self.api_task.await;
+        self.admin.stop(true).await;
+        let _ = self.admin_task.await;
         if let Queue::Memory(queue) = &self.queue {
             queue.close();
         }

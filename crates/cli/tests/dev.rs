@@ -26,6 +26,7 @@ fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Dev {
         .args(["dev", "--data-dir"])
         .arg(data_dir)
         .env("EYE_API_ADDR", "127.0.0.1:0")
+        .env("EYE_ADMIN_ADDR", "127.0.0.1:0")
         .env("EYE_CONFIG", "/nonexistent/eye.toml")
         .env_remove("EYE_JWT_SECRET")
         .env_remove("EYE_DATABASE_URL")

@@ -1,6 +1,8 @@
 //! SeaORM entities, one module per table, and the few operations on them that the CLI,
 //! the api and the admin share (`tokens`).
 
+pub mod admin_sessions;
+pub mod admin_users;
 pub mod api_tokens;
 pub mod applications;
 pub mod events;

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_create_applications_and_tokens;
 mod m20261121_000002_create_events_and_sessions;
 mod m20261121_000003_create_rejected_events;
+mod m20261121_000004_create_admin_users;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_create_applications_and_tokens::Migration),
             Box::new(m20261121_000002_create_events_and_sessions::Migration),
             Box::new(m20261121_000003_create_rejected_events::Migration),
+            Box::new(m20261121_000004_create_admin_users::Migration),
         ]
     }
 }

@@ -1,0 +1,214 @@
+//! Applications and their tokens: the same operations as `eye app` and `eye token`.
+
+use std::collections::HashSet;
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use chrono::Utc;
+use eye_core::token::Scope;
+use eye_entity::tokens;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::CsrfForm;
+use crate::State;
+use crate::auth::{self, Viewer};
+use crate::error::PageError;
+use crate::queries;
+use crate::views::{Time, html};
+
+pub struct AppRow {
+    pub name: String,
+    pub disabled: bool,
+    pub created: Time,
+}
+
+pub struct TokenRow {
+    pub id: Uuid,
+    pub application: String,
+    pub scopes: String,
+    pub created: Time,
+    pub expires: Time,
+    pub last_used: Option<Time>,
+    pub state: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "applications.html")]
+struct AppsPage {
+    viewer: Option<Viewer>,
+    csrf: String,
+    apps: Vec<AppRow>,
+    tokens: Vec<TokenRow>,
+    notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "token_issued.html")]
+struct IssuedPage {
+    viewer: Option<Viewer>,
+    id: Uuid,
+    application: String,
+    scopes: String,
+    expires: Time,
+    jwt: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Notice {
+    #[serde(default)]
+    revoked: String,
+}
+
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<State>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, PageError> {
+    let viewer = auth::viewer(&request, &state).await?;
+    let now = Utc::now();
+    let apps = queries::applications(&state.db)
+        .await?
+        .into_iter()
+        .map(|a| AppRow {
+            name: a.name,
+            disabled: a.disabled,
+            created: a.created_at.into(),
+        })
+        .collect();
+    let tokens = tokens::list(&state.db)
+        .await?
+        .into_iter()
+        .map(|(token, app)| TokenRow {
+            id: token.id,
+            application: app.name,
+            scopes: token.scopes,
+            created: token.created_at.into(),
+            expires: token.expires_at.into(),
+            last_used: token.last_used_at.map(Time::from),
+            state: match () {
+                () if token.revoked_at.is_some() => "revoked",
+                () if app.disabled => "app disabled",
+                () if token.expires_at <= now => "expired",
+                () => "active",
+            },
+        })
+        .collect();
+    let notice = Uuid::parse_str(&notice.revoked).ok().map(|id| {
+        format!(
+            "Token {id} is revoked; every api refuses it within {} ms.",
+            state.token_refresh_ms
+        )
+    });
+    html(&AppsPage {
+        csrf: viewer.csrf.clone(),
+        viewer: Some(viewer),
+        apps,
+        tokens,
+        notice,
+    })
+}
+
+fn back() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, "/applications"))
+        .finish()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateForm {
+    csrf: String,
+    name: String,
+}
+
+pub async fn create(
+    request: HttpRequest,
+    state: web::Data<State>,
+    form: web::Form<CreateForm>,
+) -> Result<HttpResponse, PageError> {
+    let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
+    let app = tokens::ensure_application(&state.db, &form.name).await?;
+    tracing::info!(user = %viewer.username, application = %app.name, "application created");
+    Ok(back())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StateForm {
+    csrf: String,
+    name: String,
+    disabled: bool,
+}
+
+pub async fn set_state(
+    request: HttpRequest,
+    state: web::Data<State>,
+    form: web::Form<StateForm>,
+) -> Result<HttpResponse, PageError> {
+    let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
+    tokens::set_application_disabled(&state.db, &form.name, form.disabled).await?;
+    tracing::info!(user = %viewer.username, application = %form.name, disabled = form.disabled, "application state changed");
+    Ok(back())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IssueForm {
+    csrf: String,
+    application: String,
+    #[serde(default)]
+    write: Option<String>,
+    #[serde(default)]
+    read: Option<String>,
+    days: i64,
+}
+
+pub async fn issue(
+    request: HttpRequest,
+    state: web::Data<State>,
+    form: web::Form<IssueForm>,
+) -> Result<HttpResponse, PageError> {
+    let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
+    let mut scopes = HashSet::new();
+    if form.write.is_some() {
+        scopes.insert(Scope::EventsWrite);
+    }
+    if form.read.is_some() {
+        scopes.insert(Scope::EventsRead);
+    }
+    if scopes.is_empty() {
+        return Err(PageError::BadForm("choose at least one scope".into()));
+    }
+    if !(1..=3650).contains(&form.days) {
+        return Err(PageError::BadForm("a token lives 1 to 3650 days".into()));
+    }
+    let lifetime = chrono::Duration::days(form.days);
+    let issued = tokens::issue(&state.db, &state.keys, &form.application, scopes, lifetime).await?;
+    tracing::info!(user = %viewer.username, token = %issued.id, "token issued");
+    let mut scopes: Vec<_> = issued.scopes.iter().map(|s| s.as_str()).collect();
+    scopes.sort_unstable();
+    html(&IssuedPage {
+        viewer: Some(viewer),
+        id: issued.id,
+        application: issued.application.name,
+        scopes: scopes.join(","),
+        expires: issued.expires_at.into(),
+        jwt: issued.jwt,
+    })
+}
+
+pub async fn revoke(
+    request: HttpRequest,
+    state: web::Data<State>,
+    id: web::Path<Uuid>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
+    let id = id.into_inner();
+    if !tokens::revoke(&state.db, id).await? {
+        return Err(PageError::NotFound);
+    }
+    tracing::info!(user = %viewer.username, token = %id, "token revoked");
+    Ok(HttpResponse::SeeOther()
+        .insert_header((LOCATION, format!("/applications?revoked={id}")))
+        .finish())
+}

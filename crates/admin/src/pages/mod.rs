@@ -1,0 +1,54 @@
+//! The pages people use. Handlers stay thin: parse, ask `queries`, render a template.
+
+mod apps;
+mod dashboard;
+mod events;
+mod login;
+mod rejected;
+
+use actix_web::{HttpResponse, web};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/", web::get().to(dashboard::show))
+        .route("/login", web::get().to(login::form))
+        .route("/login", web::post().to(login::submit))
+        .route("/logout", web::post().to(login::logout))
+        .route("/events", web::get().to(events::list))
+        .route("/events.csv", web::get().to(events::export))
+        .route("/events/{id}", web::get().to(events::detail))
+        .route("/sessions/{id}", web::get().to(events::session))
+        .route("/rejected", web::get().to(rejected::list))
+        .route("/applications", web::get().to(apps::list))
+        .route("/applications", web::post().to(apps::create))
+        .route("/applications/state", web::post().to(apps::set_state))
+        .route("/tokens", web::post().to(apps::issue))
+        .route("/tokens/{id}/revoke", web::post().to(apps::revoke))
+        .route("/static/app.css", web::get().to(css))
+        .route("/static/app.js", web::get().to(js))
+        .route("/healthz", web::get().to(healthz));
+}
+
+async fn css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(("Cache-Control", "max-age=3600"))
+        .body(include_str!("../../static/app.css"))
+}
+
+async fn js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "max-age=3600"))
+        .body(include_str!("../../static/app.js"))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// The form field every POST carries.
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    pub csrf: String,
+}

@@ -1,0 +1,83 @@
+//! Rejected events, by application and by the code of any of their reasons.
+
+use eye_entity::rejected_events;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter};
+use serde::{Deserialize, Serialize};
+
+use super::keyset::{self, Page, PageRequest};
+use crate::filter::Cursor;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RejectedQuery {
+    pub application: String,
+    /// A reason code, e.g. `future_timestamp`.
+    pub reason: String,
+    #[serde(alias = "cursor")]
+    pub after: String,
+    pub before: String,
+    pub limit: String,
+}
+
+impl RejectedQuery {
+    pub fn first_page(&self) -> Self {
+        Self {
+            after: String::new(),
+            before: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// One reason, as the worker stores it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Reason {
+    #[serde(default)]
+    pub field: String,
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+pub fn reasons(row: &rejected_events::Model) -> Vec<Reason> {
+    serde_json::from_value(row.reasons.clone()).unwrap_or_default()
+}
+
+pub fn cursor(row: &rejected_events::Model) -> Cursor {
+    Cursor {
+        time: row.rejected_at,
+        id: row.id,
+    }
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn page(
+    db: &impl ConnectionTrait,
+    application: Option<&str>,
+    reason: Option<&str>,
+    request: &PageRequest,
+) -> Result<Page<rejected_events::Model>, DbErr> {
+    use rejected_events::Column;
+    let mut select = rejected_events::Entity::find();
+    if let Some(name) = application {
+        select = select.filter(Column::ApplicationId.eq(super::application_id(db, name).await?));
+    }
+    if let Some(code) = reason {
+        let has_code = match db.get_database_backend() {
+            DbBackend::Postgres => Expr::cust_with_values(
+                "reasons @> jsonb_build_array(jsonb_build_object('code', CAST(? AS TEXT)))",
+                [code],
+            ),
+            _ => Expr::cust_with_values(
+                "EXISTS (SELECT 1 FROM json_each(rejected_events.reasons) AS r \
+                 WHERE json_extract(r.value, '$.code') = ?)",
+                [code],
+            ),
+        };
+        select = select.filter(has_code);
+    }
+    let columns = (Column::RejectedAt, Column::Id);
+    keyset::page(db, select, columns, request, cursor).await
+}

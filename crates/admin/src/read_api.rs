@@ -1,0 +1,248 @@
+//! The JSON read api for programs, with `events:read` tokens: the same filters and cursors as
+//! the pages. Errors are `application/problem+json` like the ingestion api's.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use eye_api::ApiError;
+use eye_core::token::Scope;
+use eye_entity::{events, rejected_events};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::State;
+use crate::filter::{Cursor, EventFilter, EventQuery, FilterError, parse_cursor, parse_limit};
+use crate::queries::{self, events::Order, events::PageRequest, rejected::RejectedQuery};
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/api/v1/events", web::get().to(list_events))
+        .route("/api/v1/sessions/{id}", web::get().to(session))
+        .route("/api/v1/rejected-events", web::get().to(list_rejected));
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Auth(#[from] ApiError),
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("no session has this id")]
+    NotFound,
+    #[error("the database could not answer")]
+    Db(#[from] sea_orm::DbErr),
+}
+
+impl ReadError {
+    fn code(&self) -> &'static str {
+        match self {
+            ReadError::Auth(e) => e.code(),
+            ReadError::Filter(_) => "invalid_filter",
+            ReadError::NotFound => "not_found",
+            ReadError::Db(_) => "database_unavailable",
+        }
+    }
+}
+
+impl ResponseError for ReadError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ReadError::Auth(e) => e.status_code(),
+            ReadError::Filter(_) => StatusCode::BAD_REQUEST,
+            ReadError::NotFound => StatusCode::NOT_FOUND,
+            ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ReadError::Auth(e) = self {
+            return e.error_response();
+        }
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %crate::views::ErrorChain(self as &dyn std::error::Error), "read failed");
+        }
+        let problem = json!({
+            "type": format!("urn:eye:problem:{}", self.code()),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+            "code": self.code(),
+        });
+        HttpResponse::build(status)
+            .insert_header((CONTENT_TYPE, "application/problem+json"))
+            .body(problem.to_string())
+    }
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    id: Uuid,
+    application_id: Uuid,
+    application: Option<&'a str>,
+    session_id: Uuid,
+    category: &'a str,
+    name: &'a str,
+    data: &'a Value,
+    timestamp: String,
+    received_at: String,
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn event_json<'a>(e: &'a events::Model, names: &'a HashMap<Uuid, String>) -> EventJson<'a> {
+    EventJson {
+        id: e.id,
+        application_id: e.application_id,
+        application: names.get(&e.application_id).map(String::as_str),
+        session_id: e.session_id,
+        category: &e.category,
+        name: &e.name,
+        data: &e.data,
+        timestamp: rfc3339(e.timestamp),
+        received_at: rfc3339(e.received_at),
+    }
+}
+
+fn encode(cursor: Option<Cursor>) -> Option<String> {
+    cursor.map(|c| c.encode())
+}
+
+fn page_request(
+    after: &str,
+    before: &str,
+    limit: &str,
+    max: u64,
+    order: Order,
+) -> Result<PageRequest, FilterError> {
+    Ok(PageRequest {
+        after: parse_cursor(after)?,
+        before: parse_cursor(before)?,
+        limit: parse_limit(limit, max)?,
+        order,
+    })
+}
+
+/// Events matching the filters, newest first; `after=<next_cursor>` gives the next page.
+#[tracing::instrument(skip_all)]
+async fn list_events(
+    request: HttpRequest,
+    state: web::Data<State>,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ReadError> {
+    state.gate.authorize(&request, Scope::EventsRead).await?;
+    let filter = query.filter()?;
+    let paging = page_request(
+        &query.after,
+        &query.before,
+        &query.limit,
+        state.page_size,
+        Order::NewestFirst,
+    )?;
+    let found = queries::events::page(&state.db, &filter, &paging).await?;
+    let names = queries::application_names(&state.db).await?;
+    let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "events": events,
+        "next_cursor": encode(found.next),
+        "prev_cursor": encode(found.prev),
+    })))
+}
+
+/// One session with its events in time order, a page at a time.
+#[tracing::instrument(skip_all)]
+async fn session(
+    request: HttpRequest,
+    state: web::Data<State>,
+    id: web::Path<String>,
+    query: web::Query<EventQuery>,
+) -> Result<HttpResponse, ReadError> {
+    state.gate.authorize(&request, Scope::EventsRead).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| ReadError::Filter(FilterError::Session))?;
+    let session = queries::events::session(&state.db, id)
+        .await?
+        .ok_or(ReadError::NotFound)?;
+    let filter = EventFilter {
+        session_id: Some(id),
+        ..Default::default()
+    };
+    let paging = page_request(
+        &query.after,
+        &query.before,
+        &query.limit,
+        state.page_size,
+        Order::OldestFirst,
+    )?;
+    let found = queries::events::page(&state.db, &filter, &paging).await?;
+    let names = queries::application_names(&state.db).await?;
+    let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "session": {
+            "id": session.id,
+            "application_id": session.application_id,
+            "application": names.get(&session.application_id),
+            "first_seen": rfc3339(session.first_seen),
+            "last_seen": rfc3339(session.last_seen),
+            "event_count": session.event_count,
+        },
+        "events": events,
+        "next_cursor": encode(found.next),
+        "prev_cursor": encode(found.prev),
+    })))
+}
+
+fn rejected_json(row: &rejected_events::Model, names: &HashMap<Uuid, String>) -> Value {
+    json!({
+        "id": row.id,
+        "application_id": row.application_id,
+        "application": names.get(&row.application_id),
+        "category": row.category,
+        "name": row.name,
+        "payload": row.payload,
+        "reasons": row.reasons,
+        "received_at": rfc3339(row.received_at),
+        "rejected_at": rfc3339(row.rejected_at),
+    })
+}
+
+/// Rejected events, newest first, by application and reason code.
+#[tracing::instrument(skip_all)]
+async fn list_rejected(
+    request: HttpRequest,
+    state: web::Data<State>,
+    query: web::Query<RejectedQuery>,
+) -> Result<HttpResponse, ReadError> {
+    state.gate.authorize(&request, Scope::EventsRead).await?;
+    let paging = page_request(
+        &query.after,
+        &query.before,
+        &query.limit,
+        state.page_size,
+        Order::NewestFirst,
+    )?;
+    let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let (application, reason) = (text(&query.application), text(&query.reason));
+    let found = queries::rejected::page(
+        &state.db,
+        application.as_deref(),
+        reason.as_deref(),
+        &paging,
+    )
+    .await?;
+    let names = queries::application_names(&state.db).await?;
+    let rows: Vec<_> = found
+        .rows
+        .iter()
+        .map(|r| rejected_json(r, &names))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "rejected_events": rows,
+        "next_cursor": encode(found.next),
+        "prev_cursor": encode(found.prev),
+    })))
+}
