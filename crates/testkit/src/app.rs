@@ -47,6 +47,8 @@ impl Default for Options {
 pub struct TestApp {
     /// `http://127.0.0.1:<port>`
     pub address: String,
+    /// The admin panel and read api: `http://127.0.0.1:<port>`
+    pub admin_address: String,
     /// A direct connection for assertions (never through a proxy).
     pub db: DatabaseConnection,
     pub settings: Settings,
@@ -82,6 +84,7 @@ impl TestApp {
         init_logging();
         let mut settings = Settings {
             api_addr: "127.0.0.1:0".into(),
+            admin_addr: "127.0.0.1:0".into(),
             jwt_secret: Some(SecretString::from(SECRET)),
             token_refresh_ms: 200,
             publish_timeout_ms: 2_000,
@@ -168,6 +171,7 @@ impl TestApp {
         .jwt;
         let mut app = Self {
             address: String::new(),
+            admin_address: String::new(),
             db,
             settings,
             queue,
@@ -185,6 +189,7 @@ impl TestApp {
                 .await
                 .unwrap();
         app.address = format!("http://127.0.0.1:{}", running.api_port);
+        app.admin_address = format!("http://127.0.0.1:{}", running.admin_port);
         app.running = Some(running);
         app
     }

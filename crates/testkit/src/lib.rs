@@ -6,10 +6,13 @@
 //! turns their absence into a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod app;
 mod backend;
+pub mod browser;
 mod proxy;
 
+pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
 pub use app::{APPLICATION, Options, TestApp, canonical_events, event};
 pub use backend::Backend;
 pub use proxy::Proxy;

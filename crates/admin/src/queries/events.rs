@@ -2,7 +2,7 @@
 
 use eye_entity::{events, sessions};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Select};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, Select};
 use uuid::Uuid;
 
 use super::keyset;
@@ -36,10 +36,12 @@ pub async fn select(
     }
     if let Some(text) = &filter.text {
         // The JSON as text: PostgreSQL renders jsonb, SQLite keeps what was stored.
-        select = select.filter(Expr::cust_with_values(
-            "LOWER(CAST(data AS TEXT)) LIKE ? ESCAPE '!'",
-            [super::like_pattern(text)],
-        ));
+        // sea-query numbers `$1` for PostgreSQL and takes `?` as is for SQLite.
+        let sql = match db.get_database_backend() {
+            DbBackend::Postgres => "LOWER(CAST(data AS TEXT)) LIKE $1 ESCAPE '!'",
+            _ => "LOWER(CAST(data AS TEXT)) LIKE ? ESCAPE '!'",
+        };
+        select = select.filter(Expr::cust_with_values(sql, [super::like_pattern(text)]));
     }
     Ok(select)
 }

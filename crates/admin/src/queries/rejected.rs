@@ -67,7 +67,7 @@ pub async fn page(
     if let Some(code) = reason {
         let has_code = match db.get_database_backend() {
             DbBackend::Postgres => Expr::cust_with_values(
-                "reasons @> jsonb_build_array(jsonb_build_object('code', CAST(? AS TEXT)))",
+                "reasons @> jsonb_build_array(jsonb_build_object('code', CAST($1 AS TEXT)))",
                 [code],
             ),
             _ => Expr::cust_with_values(

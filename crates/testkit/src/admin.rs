@@ -1,0 +1,230 @@
+//! Helpers for the admin panel: a logged-in browser-like client, and data seeded straight
+//! into the database so tests choose every timestamp.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use eye_entity::{events, rejected_events, sessions, tokens};
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, Set};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{APPLICATION, TestApp};
+
+pub const ADMIN_USER: &str = "ops";
+pub const ADMIN_PASSWORD: &str = "correct horse battery";
+
+/// An event to store as if a worker had stored it. It counts as received at its own time when
+/// that is within the last two days (so the dashboard has a history), otherwise now.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    pub session_id: Uuid,
+    pub category: String,
+    pub name: String,
+    pub data: Value,
+    pub timestamp: DateTime<Utc>,
+}
+
+impl Seed {
+    pub fn new(
+        session_id: Uuid,
+        category: &str,
+        name: &str,
+        data: Value,
+        timestamp: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            session_id,
+            category: category.into(),
+            name: name.into(),
+            data,
+            timestamp,
+        }
+    }
+}
+
+/// A client with a cookie jar, like a browser, logged in or not.
+pub struct AdminClient {
+    pub client: reqwest::Client,
+    pub base: String,
+    /// The CSRF token of the last page read.
+    pub csrf: String,
+}
+
+/// The CSRF token a page's forms carry.
+pub fn csrf_of(page: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    page.find(marker)
+        .map(|at| {
+            page[at + marker.len()..]
+                .chars()
+                .take_while(|c| *c != '"')
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl AdminClient {
+    pub fn new(base: &str) -> Self {
+        Self {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            csrf: String::new(),
+        }
+    }
+
+    /// GET, returning the status and body, and remembering the page's CSRF token.
+    pub async fn get(&mut self, path: &str) -> (StatusCode, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        let csrf = csrf_of(&body);
+        if !csrf.is_empty() {
+            self.csrf = csrf;
+        }
+        (status, body)
+    }
+
+    /// POSTs a form with the current CSRF token added.
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        let csrf = self.csrf.clone();
+        fields.push(("csrf", &csrf));
+        self.client
+            .post(format!("{}{path}", self.base))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Logs in through the form; returns the response to the form's POST.
+    pub async fn login(&mut self, username: &str, password: &str) -> reqwest::Response {
+        self.get("/login").await;
+        self.post(
+            "/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+        .await
+    }
+}
+
+impl TestApp {
+    /// A client logged in as [`ADMIN_USER`] (created on first use).
+    pub async fn admin(&self) -> AdminClient {
+        if eye_admin::create_user(&self.db, ADMIN_USER, ADMIN_PASSWORD)
+            .await
+            .is_err()
+        {
+            // Created by an earlier call: fine.
+        }
+        let mut client = AdminClient::new(&self.admin_address);
+        let response = client.login(ADMIN_USER, ADMIN_PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login failed");
+        client.get("/").await;
+        client
+    }
+
+    pub async fn application_id(&self) -> Uuid {
+        tokens::find_application(&self.db, APPLICATION)
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    }
+
+    /// Stores events of [`APPLICATION`] and their sessions directly; returns their ids in order.
+    pub async fn seed(&self, seeds: &[Seed]) -> Vec<Uuid> {
+        let application_id = self.application_id().await;
+        let now = Utc::now();
+        let mut ids = Vec::with_capacity(seeds.len());
+        let mut rows = Vec::with_capacity(seeds.len());
+        let mut sessions: BTreeMap<Uuid, (DateTime<Utc>, DateTime<Utc>, i64)> = BTreeMap::new();
+        for seed in seeds {
+            let id = Uuid::now_v7();
+            ids.push(id);
+            let recent = seed.timestamp <= now && now - seed.timestamp < chrono::Duration::days(2);
+            let received = if recent { seed.timestamp } else { now };
+            rows.push(events::ActiveModel {
+                id: Set(id),
+                application_id: Set(application_id),
+                session_id: Set(seed.session_id),
+                category: Set(seed.category.clone()),
+                name: Set(seed.name.clone()),
+                data: Set(seed.data.clone()),
+                timestamp: Set(seed.timestamp),
+                received_at: Set(received),
+                stored_at: Set(received),
+            });
+            let entry =
+                sessions
+                    .entry(seed.session_id)
+                    .or_insert((seed.timestamp, seed.timestamp, 0));
+            entry.0 = entry.0.min(seed.timestamp);
+            entry.1 = entry.1.max(seed.timestamp);
+            entry.2 += 1;
+        }
+        for chunk in rows.chunks(500) {
+            events::Entity::insert_many(chunk.to_vec())
+                .exec(&self.db)
+                .await
+                .unwrap();
+        }
+        for (id, (first_seen, last_seen, event_count)) in sessions {
+            sessions::Entity::insert(sessions::ActiveModel {
+                id: Set(id),
+                application_id: Set(application_id),
+                first_seen: Set(first_seen),
+                last_seen: Set(last_seen),
+                event_count: Set(event_count),
+            })
+            .exec(&self.db)
+            .await
+            .unwrap();
+        }
+        ids
+    }
+
+    /// Stores a rejected event of [`APPLICATION`] with these `(field, code)` reasons.
+    pub async fn seed_rejected(
+        &self,
+        category: &str,
+        payload: Value,
+        reasons: &[(&str, &str)],
+        at: DateTime<Utc>,
+    ) -> Uuid {
+        let id = Uuid::now_v7();
+        let reasons: Vec<Value> = reasons
+            .iter()
+            .map(|(field, code)| serde_json::json!({"field": field, "code": code, "message": format!("{field} is {code}")}))
+            .collect();
+        rejected_events::Entity::insert(rejected_events::ActiveModel {
+            id: Set(id),
+            application_id: Set(self.application_id().await),
+            category: Set(category.into()),
+            name: Set("pageview".into()),
+            payload: Set(payload),
+            reasons: Set(Value::Array(reasons)),
+            received_at: Set(at),
+            rejected_at: Set(at),
+        })
+        .exec(&self.db)
+        .await
+        .unwrap();
+        id
+    }
+}
