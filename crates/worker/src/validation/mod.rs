@@ -31,7 +31,8 @@ pub struct Registration {
 }
 
 pub struct Registry {
-    validators: HashMap<(String, String), Box<dyn EventValidator>>,
+    /// category → name → validator; nested so that lookups borrow the event's strings.
+    validators: HashMap<String, HashMap<String, Box<dyn EventValidator>>>,
     limits: common::Limits,
     unknown: UnknownEventPolicy,
 }
@@ -51,12 +52,13 @@ impl Registry {
     }
 
     pub fn register(&mut self, registration: &Registration, settings: &Settings) {
-        let key = (
-            registration.category.to_owned(),
-            registration.name.to_owned(),
-        );
         self.validators
-            .insert(key, (registration.factory)(settings));
+            .entry(registration.category.to_owned())
+            .or_default()
+            .insert(
+                registration.name.to_owned(),
+                (registration.factory)(settings),
+            );
     }
 
     /// Every reason to reject the event; empty when it should be stored.
@@ -70,10 +72,11 @@ impl Registry {
         if !data.is_object() {
             return reasons;
         }
-        match self
+        let validator = self
             .validators
-            .get(&(event.category.clone(), event.name.clone()))
-        {
+            .get(&event.category)
+            .and_then(|names| names.get(&event.name));
+        match validator {
             Some(validator) => reasons.extend(validator.validate(data)),
             None if self.unknown == UnknownEventPolicy::Reject => reasons.push(FieldError::new(
                 "name",
