@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use eye_entity::{events, rejected_events, sessions, tokens};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, Set};
@@ -27,6 +27,7 @@ pub struct Seed {
 }
 
 impl Seed {
+    /// The timestamp is kept to the microsecond, as the worker keeps it.
     pub fn new(
         session_id: Uuid,
         category: &str,
@@ -34,6 +35,9 @@ impl Seed {
         data: Value,
         timestamp: DateTime<Utc>,
     ) -> Self {
+        let timestamp = timestamp
+            .duration_trunc(chrono::Duration::microseconds(1))
+            .unwrap_or(timestamp);
         Self {
             session_id,
             category: category.into(),
@@ -150,7 +154,9 @@ impl TestApp {
     /// Stores events of [`APPLICATION`] and their sessions directly; returns their ids in order.
     pub async fn seed(&self, seeds: &[Seed]) -> Vec<Uuid> {
         let application_id = self.application_id().await;
-        let now = Utc::now();
+        let now = Utc::now()
+            .duration_trunc(chrono::Duration::microseconds(1))
+            .unwrap_or_else(|_| Utc::now());
         let mut ids = Vec::with_capacity(seeds.len());
         let mut rows = Vec::with_capacity(seeds.len());
         let mut sessions: BTreeMap<Uuid, (DateTime<Utc>, DateTime<Utc>, i64)> = BTreeMap::new();
@@ -208,6 +214,9 @@ impl TestApp {
         at: DateTime<Utc>,
     ) -> Uuid {
         let id = Uuid::now_v7();
+        let at = at
+            .duration_trunc(chrono::Duration::microseconds(1))
+            .unwrap_or(at);
         let reasons: Vec<Value> = reasons
             .iter()
             .map(|(field, code)| serde_json::json!({"field": field, "code": code, "message": format!("{field} is {code}")}))

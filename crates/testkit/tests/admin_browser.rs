@@ -1,0 +1,219 @@
+//! The admin panel in a real headless Chromium: log in, filter, page, open a session, revoke a
+//! token and see the api refuse it. With `EYE_SCREENSHOTS=docs/screenshots` it also saves
+//! the pictures the README shows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, NaiveDateTime, Utc};
+use eye_testkit::browser::Browser;
+use eye_testkit::{ADMIN_PASSWORD, ADMIN_USER, Backend, Options, Seed, TestApp};
+use serde_json::json;
+use uuid::Uuid;
+
+const PAGE: u64 = 20;
+
+/// A day of traffic: 40 visits of a few pages each, and some refused events.
+async fn seed_day(app: &TestApp) -> usize {
+    let now = Utc::now();
+    let mut seeds = Vec::new();
+    for visit in 0..40i64 {
+        let session = Uuid::new_v4();
+        let start = now - chrono::Duration::minutes(visit * 36 + 3);
+        let host = ["www.shop.example", "blog.example", "help.example"][visit as usize % 3];
+        for step in 0..(4 + visit % 5) {
+            let at = start + chrono::Duration::seconds(step * 40);
+            let path = ["/", "/pricing", "/signup", "/docs", "/contact"][step as usize % 5];
+            let (category, name, data) = match step % 4 {
+                0 | 1 => (
+                    "page interaction",
+                    "pageview",
+                    json!({"host": host, "path": path}),
+                ),
+                2 => (
+                    "page interaction",
+                    "cta click",
+                    json!({"host": host, "path": path, "element": "start trial"}),
+                ),
+                _ => (
+                    "form interaction",
+                    "submit",
+                    json!({"host": host, "path": path, "form": {"plan": "team", "seats": 5}}),
+                ),
+            };
+            seeds.push(Seed::new(session, category, name, data, at));
+        }
+    }
+    app.seed(&seeds).await;
+    for minutes in [5, 50, 200] {
+        let at = now - chrono::Duration::minutes(minutes);
+        app.seed_rejected(
+            "page interaction",
+            json!({"host": "www.shop.example", "timestamp": "2031-01-01 00:00:00"}),
+            &[("timestamp", "in_future")],
+            at,
+        )
+        .await;
+    }
+    app.seed_rejected(
+        "form interaction",
+        json!({"host": "help.example", "path": "/contact"}),
+        &[("data.form", "required")],
+        now,
+    )
+    .await;
+    seeds.len()
+}
+
+fn shown_time(text: &str) -> DateTime<Utc> {
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .unwrap()
+        .and_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_events_follows_a_session_and_revokes_a_token_in_a_browser() {
+    let Some(browser) = Browser::start("admin_browser").await else {
+        return;
+    };
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        Options {
+            settings: |s| s.admin_page_size = PAGE,
+            ..Options::default()
+        },
+    )
+    .await;
+    let seeded = seed_day(&app).await;
+    eye_admin::create_user(&app.db, ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let admin = &app.admin_address;
+
+    // A shared link asks for a login first, then opens.
+    browser.goto(&format!("{admin}/events")).await;
+    browser.wait_for_url("/login").await;
+    browser.fill("#username", ADMIN_USER).await;
+    browser.fill("#password", ADMIN_PASSWORD).await;
+    browser.screenshot("login").await;
+    browser.click("#login").await;
+    browser.wait_for_url("/events").await;
+    browser.find("#events").await;
+
+    // Filter by category and a time range.
+    let to = Utc::now() - chrono::Duration::hours(2);
+    let from = to - chrono::Duration::hours(10);
+    let minute = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M").to_string();
+    browser.fill("#f-category", "page interaction").await;
+    browser.fill("#f-from", &minute(from)).await;
+    browser.fill("#f-to", &minute(to)).await;
+    browser.click("#apply-filters").await;
+    browser.wait_for_url("category=page+interaction").await;
+    let categories = browser.texts("td.category").await;
+    assert_eq!(categories.len() as u64, PAGE);
+    assert!(
+        categories.iter().all(|c| c == "page interaction"),
+        "{categories:?}"
+    );
+    let first_page = browser.texts("a.event-link").await;
+    let whole_minute = |t: DateTime<Utc>| t.duration_trunc(chrono::Duration::minutes(1)).unwrap();
+    let (from, to) = (whole_minute(from), whole_minute(to));
+    for time in &first_page {
+        let time = shown_time(time);
+        assert!(from <= time && time < to, "{time} outside {from}..{to}");
+    }
+    browser.screenshot("events").await;
+
+    // Forward and back again.
+    browser.click("#next-page").await;
+    browser.wait_for_url("after=").await;
+    let second_page = browser.texts("a.event-link").await;
+    assert!(!second_page.is_empty());
+    assert!(
+        shown_time(&second_page[0]) <= shown_time(first_page.last().unwrap()),
+        "older events follow"
+    );
+    assert!(
+        second_page
+            .iter()
+            .all(|t| !first_page.contains(t) || t == first_page.last().unwrap())
+    );
+    browser.click("#prev-page").await;
+    browser.wait_for_url("before=").await;
+    assert_eq!(browser.texts("a.event-link").await, first_page);
+    assert_eq!(
+        browser.texts("td.category").await.len() as u64,
+        PAGE,
+        "the filters stay on"
+    );
+
+    // What did this session do?
+    browser.click("a.session-link").await;
+    browser.wait_for_url("/sessions/").await;
+    let count: usize = browser.text("#session-count").await.parse().unwrap();
+    let steps = browser.texts("#timeline li time").await;
+    assert_eq!(steps.len(), count);
+    assert!(
+        steps
+            .windows(2)
+            .all(|w| shown_time(&w[0]) <= shown_time(&w[1])),
+        "time order: {steps:?}"
+    );
+    browser.screenshot("session").await;
+    browser.click("#timeline li a").await;
+    browser.wait_for_url("/events/").await;
+    assert!(browser.text("#event-data").await.contains("\"host\""));
+    browser.screenshot("event").await;
+
+    browser.goto(&format!("{admin}/rejected")).await;
+    assert_eq!(browser.texts("code.reason-code").await.len(), 4);
+    browser.screenshot("rejected").await;
+
+    // Issue a read token, use it, revoke it, and watch the api refuse it.
+    browser.goto(&format!("{admin}/applications")).await;
+    browser.fill("#token-app", "analytics").await;
+    browser.click("#scope-read").await;
+    browser.click("#issue").await;
+    let jwt = browser.text("#token-jwt").await;
+    let id = browser.text("#token-id").await;
+    browser.screenshot("token-issued").await;
+    let read = || async {
+        reqwest::Client::new()
+            .get(format!("{admin}/api/v1/events?limit=1"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(read().await.status(), 200);
+    browser.goto(&format!("{admin}/applications")).await;
+    browser.click(&format!("#t-{id} button.revoke")).await;
+    browser.wait_for_url("revoked=").await;
+    assert!(browser.text("#notice").await.contains("is revoked"));
+    assert_eq!(browser.text(&format!("#t-{id} td.state")).await, "revoked");
+    browser.screenshot("applications").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = read().await;
+        if response.status() == 401 {
+            let problem: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(problem["code"], "token_revoked");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the api still accepts the revoked token"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    browser.goto(&format!("{admin}/")).await;
+    assert_eq!(browser.text("#total-events").await, seeded.to_string());
+    assert!(browser.exists("figure.chart svg").await);
+    browser.screenshot("dashboard").await;
+
+    browser.click("#logout").await;
+    browser.wait_for_url("/login").await;
+    browser.goto(&format!("{admin}/events")).await;
+    browser.wait_for_url("/login").await;
+}
