@@ -6,6 +6,7 @@ mod m20261121_000001_create_applications_and_tokens;
 mod m20261121_000002_create_events_and_sessions;
 mod m20261121_000003_create_rejected_events;
 mod m20261121_000004_create_admin_users;
+mod m20261121_000005_index_events_received_at;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_create_events_and_sessions::Migration),
             Box::new(m20261121_000003_create_rejected_events::Migration),
             Box::new(m20261121_000004_create_admin_users::Migration),
+            Box::new(m20261121_000005_index_events_received_at::Migration),
         ]
     }
 }
