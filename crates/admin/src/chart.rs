@@ -3,8 +3,8 @@
 
 use crate::queries::dashboard::Bucket;
 
-pub const WIDTH: u32 = 720;
-pub const HEIGHT: u32 = 160;
+pub const WIDTH: u32 = 1200;
+pub const HEIGHT: u32 = 170;
 /// Room below the bars for the first and last labels.
 const AXIS: u32 = 20;
 
