@@ -62,6 +62,27 @@ impl TestDb {
             .unwrap()
     }
 
+    fn eye_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eye"))
+            .args(args)
+            .env("EYE_DATABASE_URL", &self.url)
+            .env("EYE_JWT_SECRET", SECRET)
+            .env("EYE_CONFIG", "/nonexistent/eye.toml")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     async fn tables(&self) -> Vec<String> {
         let db = eye_cli::stack::connect(&self.url).await.unwrap();
         let sql = match db.get_database_backend() {
@@ -173,6 +194,34 @@ async fn tokens_are_created_listed_and_revoked(db: &TestDb) {
     let missing = db.eye(&["token", "revoke", &uuid::Uuid::new_v4().to_string()]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no token has the id"));
+}
+
+async fn admin_users_are_created_from_stdin_once_each(db: &TestDb) {
+    stdout(&db.eye(&["migrate"]));
+    let create = ["user", "create", "--username", "ana", "--password-stdin"];
+    let created = db.eye_with_input(&create, "a long enough password\n");
+    stdout(&created);
+    assert!(String::from_utf8_lossy(&created.stderr).contains("created `ana`"));
+    let again = db.eye_with_input(&create, "another long password\n");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let short = ["user", "create", "--username", "bo", "--password-stdin"];
+    let weak = db.eye_with_input(&short, "short\n");
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 10 characters"));
+}
+
+#[tokio::test]
+async fn admin_users_are_created_from_stdin_once_each_on_sqlite() {
+    admin_users_are_created_from_stdin_once_each(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn admin_users_are_created_from_stdin_once_each_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        admin_users_are_created_from_stdin_once_each(&db).await;
+        db.drop().await;
+    }
 }
 
 #[tokio::test]

@@ -13,6 +13,9 @@ struct Dev {
     child: Child,
     api: String,
     token: String,
+    /// The admin's address and the password printed for its `admin` user.
+    admin: String,
+    password: String,
 }
 
 /// Starts `eye dev` on `data_dir` and reads the api address and token from its banner.
@@ -35,22 +38,28 @@ fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Dev {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut api, mut token) = (None, None);
-    while api.is_none() || token.is_none() {
+    let (mut api, mut token, mut admin) = (None, None, None);
+    while api.is_none() || token.is_none() || admin.is_none() {
         let line = lines.next().expect("the banner ended early").unwrap();
-        let mut words = line.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some("api"), Some(url)) => api = Some(url.trim_end_matches("/v1/events").to_owned()),
-            (Some("token"), Some(t)) => token = Some(t.to_owned()),
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["api", url, ..] => api = Some(url.trim_end_matches("/v1/events").to_owned()),
+            ["token", t] => token = Some((*t).to_owned()),
+            ["admin", url, "user", "admin", "password", password] => {
+                admin = Some((url.trim_end_matches('/').to_owned(), (*password).to_owned()));
+            }
             _ => {}
         }
     }
+    let (admin, password) = admin.unwrap();
     // Keep reading so the child never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     Dev {
         child,
         api: api.unwrap(),
         token: token.unwrap(),
+        admin,
+        password,
     }
 }
 
@@ -150,4 +159,74 @@ async fn a_second_start_reuses_the_data_and_the_token() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     interrupt(&mut second);
     assert_eq!(count_events(dir.path()).await, 5);
+}
+
+/// Logs in with the printed password and returns the events page once `n` events show.
+async fn admin_events_page(dev: &Dev, n: usize) -> String {
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let form = client
+        .get(format!("{}/login", dev.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.find(marker).unwrap() + marker.len();
+    let csrf = &form[start..start + 64];
+    let fields = [
+        ("username", "admin"),
+        ("password", dev.password.as_str()),
+        ("csrf", csrf),
+        ("next", "/events"),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut page = client
+        .post(format!("{}/login", dev.admin))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    while page.matches("class=\"event-link\"").count() < n {
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = client
+            .get(format!("{}/events", dev.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_admin_login_shows_the_events_sent_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start(dir.path());
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/events", first.api))
+        .bearer_auth(&first.token)
+        .json(&batch(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let page = admin_events_page(&first, 3).await;
+    assert!(page.contains("Log out"), "logged in");
+    interrupt(&mut first);
+
+    let mut second = start(dir.path());
+    assert_eq!(second.password, first.password, "the same login next time");
+    admin_events_page(&second, 3).await;
+    interrupt(&mut second);
 }
