@@ -23,7 +23,7 @@ pub struct Browser {
 
 fn find_program(names: &[&str], variable: &str) -> Option<PathBuf> {
     if let Ok(path) = std::env::var(variable) {
-        return Some(PathBuf::from(path));
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }
     let paths = std::env::var_os("PATH")?;
     names.iter().find_map(|name| {

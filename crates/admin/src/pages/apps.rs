@@ -61,6 +61,7 @@ pub struct Notice {
     revoked: String,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn list(
     request: HttpRequest,
     state: web::Data<State>,
@@ -122,6 +123,7 @@ pub struct CreateForm {
     name: String,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn create(
     request: HttpRequest,
     state: web::Data<State>,
@@ -140,6 +142,7 @@ pub struct StateForm {
     disabled: bool,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn set_state(
     request: HttpRequest,
     state: web::Data<State>,
@@ -162,6 +165,7 @@ pub struct IssueForm {
     days: i64,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn issue(
     request: HttpRequest,
     state: web::Data<State>,
@@ -196,6 +200,7 @@ pub async fn issue(
     })
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn revoke(
     request: HttpRequest,
     state: web::Data<State>,

@@ -56,6 +56,7 @@ fn reason_rows(reasons: Vec<ReasonCount>, received: u64) -> Vec<ReasonRow> {
         .collect()
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn show(
     request: HttpRequest,
     state: web::Data<State>,

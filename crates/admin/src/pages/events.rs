@@ -64,6 +64,7 @@ fn request(query: &EventQuery, limit: u64, order: Order) -> Result<PageRequest, 
     })
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn list(
     request_: HttpRequest,
     state: web::Data<State>,
@@ -104,6 +105,7 @@ pub async fn list(
     html(&page)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn export(
     request: HttpRequest,
     state: web::Data<State>,
@@ -132,6 +134,7 @@ struct EventPage {
     data: String,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn detail(
     request: HttpRequest,
     state: web::Data<State>,
@@ -166,6 +169,7 @@ struct SessionPage {
     prev_href: Option<String>,
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn session(
     request_: HttpRequest,
     state: web::Data<State>,

@@ -59,6 +59,7 @@ fn page(
     Ok(response)
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn form(
     request: HttpRequest,
     query: web::Query<Next>,
@@ -134,6 +135,7 @@ pub async fn submit(
         .finish())
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn logout(
     request: HttpRequest,
     state: web::Data<State>,

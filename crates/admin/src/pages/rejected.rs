@@ -41,6 +41,7 @@ fn text(s: &str) -> Option<&str> {
     Some(s.trim()).filter(|s| !s.is_empty())
 }
 
+#[tracing::instrument(skip_all)]
 pub async fn list(
     request: HttpRequest,
     state: web::Data<State>,
