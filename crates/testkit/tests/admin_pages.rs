@@ -21,6 +21,7 @@ on_both_backends!(
     events_filter_by_category_time_session_and_text_and_escape_what_they_show,
     events_page_forward_and_back_without_gaps_or_repeats,
     csv_export_holds_exactly_the_filtered_events,
+    csv_export_streams_sets_larger_than_one_database_page,
     a_session_timeline_lists_its_events_in_time_order,
     rejected_events_filter_by_reason_and_show_payload_and_reasons,
     tokens_issued_in_the_panel_work_until_revoked_there,
@@ -427,6 +428,44 @@ async fn csv_export_holds_exactly_the_filtered_events(backend: Backend) {
         lines[1].contains("\"{\"\"element\"\":\"\"buy\"\""),
         "data quoted: {}",
         lines[1]
+    );
+}
+
+async fn csv_export_streams_sets_larger_than_one_database_page(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let start = at(3, 0, 0);
+    let seeds: Vec<Seed> = (0..2_345)
+        .map(|i| {
+            let time = start + chrono::Duration::milliseconds(i * 250);
+            Seed::new(
+                Uuid::new_v4(),
+                "page interaction",
+                "pageview",
+                json!({"i": i}),
+                time,
+            )
+        })
+        .collect();
+    app.seed(&seeds).await;
+    let client = app.admin().await;
+    let body = client
+        .client
+        .get(format!("{}/events.csv", app.admin_address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rows: Vec<&str> = body.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2_345, "every event, across database pages");
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| &r[..36]).collect();
+    assert_eq!(ids.len(), 2_345, "none twice");
+    assert!(rows[0].contains("\"{\"\"i\"\":0}\""), "{}", rows[0]);
+    assert!(
+        rows[2_344].contains("\"{\"\"i\"\":2344}\""),
+        "{}",
+        rows[2_344]
     );
 }
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 on_both_backends!(
     the_read_api_needs_a_token_with_the_read_scope,
     events_are_read_page_by_page_with_the_same_filters,
+    events_sharing_one_timestamp_page_without_repeats_or_gaps,
     a_session_reads_as_its_summary_and_events_in_time_order,
     rejected_events_are_read_with_their_reasons_and_payload,
 );
@@ -193,4 +194,38 @@ async fn rejected_events_are_read_with_their_reasons_and_payload(backend: Backen
     )
     .await;
     assert_eq!(body["rejected_events"], json!([]));
+}
+
+async fn events_sharing_one_timestamp_page_without_repeats_or_gaps(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let time = Utc.with_ymd_and_hms(2021, 3, 1, 12, 0, 0).unwrap();
+    let seeds: Vec<Seed> = (0..12)
+        .map(|i| {
+            Seed::new(
+                Uuid::new_v4(),
+                "page interaction",
+                "x",
+                json!({"i": i}),
+                time,
+            )
+        })
+        .collect();
+    let mut ids: Vec<String> = app.seed(&seeds).await.iter().map(Uuid::to_string).collect();
+    let token = read_token(&app).await;
+    let (mut seen, mut sizes) = (Vec::new(), Vec::new());
+    let mut path = "/api/v1/events?limit=5".to_owned();
+    loop {
+        let (_, body) = get(&app, &token, &path).await;
+        let events = body["events"].as_array().unwrap();
+        sizes.push(events.len());
+        seen.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        match body["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/v1/events?limit=5&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [5, 5, 2]);
+    ids.sort();
+    ids.reverse();
+    assert_eq!(seen, ids, "ties are broken by id, newest id first");
 }
