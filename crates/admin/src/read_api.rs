@@ -225,15 +225,7 @@ async fn list_rejected(
         state.page_size,
         Order::NewestFirst,
     )?;
-    let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-    let (application, reason) = (text(&query.application), text(&query.reason));
-    let found = queries::rejected::page(
-        &state.db,
-        application.as_deref(),
-        reason.as_deref(),
-        &paging,
-    )
-    .await?;
+    let found = queries::rejected::page(&state.db, &query.filter()?, &paging).await?;
     let names = queries::application_names(&state.db).await?;
     let rows: Vec<_> = found
         .rows

@@ -542,6 +542,23 @@ async fn rejected_events_filter_by_reason_and_show_payload_and_reasons(backend: 
         .await;
     assert!(page.contains(&missing.to_string()) && page.contains(&other.to_string()));
     assert!(!page.contains(&format!("r-{future}")));
+    let old = app
+        .seed_rejected(
+            "page interaction",
+            json!({}),
+            &[("timestamp", "in_future")],
+            now - chrono::Duration::days(3),
+        )
+        .await;
+    let (_, page) = client.get("/rejected?reason=in_future").await;
+    assert!(page.contains(&format!("r-{old}")));
+    let today = now.format("%Y-%m-%d").to_string();
+    let (_, page) = client
+        .get(&format!("/rejected?reason=in_future&from={today}"))
+        .await;
+    assert!(page.contains(&format!("r-{future}")) && !page.contains(&format!("r-{old}")));
+    let (_, page) = client.get(&format!("/rejected?to={today}")).await;
+    assert!(page.contains(&format!("r-{old}")) && !page.contains(&format!("r-{future}")));
     let (_, page) = client.get("/rejected?reason=no_such_code").await;
     assert!(page.contains("with these filters"));
 }

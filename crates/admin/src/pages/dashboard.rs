@@ -36,6 +36,8 @@ struct DashboardPage {
     queue: String,
     consumers: String,
     generated: String,
+    /// The start of the last-day window, for links to what it counts.
+    since: String,
 }
 
 fn rate(count: i64, total: u64) -> String {
@@ -92,6 +94,7 @@ pub async fn show(
         queue,
         consumers,
         generated: now.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        since: day.format("%Y-%m-%dT%H:%M:%S").to_string(),
     })
 }
 

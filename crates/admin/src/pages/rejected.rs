@@ -35,10 +35,7 @@ struct RejectedPage {
     next_href: Option<String>,
     prev_href: Option<String>,
     first_href: String,
-}
-
-fn text(s: &str) -> Option<&str> {
-    Some(s.trim()).filter(|s| !s.is_empty())
+    today_href: String,
 }
 
 #[tracing::instrument(skip_all)]
@@ -55,13 +52,7 @@ pub async fn list(
         limit: state.page_size,
         order: Order::NewestFirst,
     };
-    let found = queries::rejected::page(
-        &state.db,
-        text(&query.application),
-        text(&query.reason),
-        &page_request,
-    )
-    .await?;
+    let found = queries::rejected::page(&state.db, &query.filter()?, &page_request).await?;
     let names = queries::application_names(&state.db).await?;
     let rows = found
         .rows
@@ -92,6 +83,7 @@ pub async fn list(
         next_href: found.next.map(|c| link(c.encode(), String::new())),
         prev_href: found.prev.map(|c| link(String::new(), c.encode())),
         first_href: link(String::new(), String::new()),
+        today_href: format!("/rejected?from={}", chrono::Utc::now().format("%Y-%m-%d")),
         query,
     })
 }

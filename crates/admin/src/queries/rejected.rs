@@ -1,26 +1,53 @@
 //! Rejected events, by application and by the code of any of their reasons.
 
+use chrono::{DateTime, Utc};
 use eye_entity::rejected_events;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 
 use super::keyset::{self, Page, PageRequest};
-use crate::filter::Cursor;
+use crate::filter::{Cursor, FilterError, parse_time};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RejectedQuery {
     pub application: String,
-    /// A reason code, e.g. `future_timestamp`.
+    /// A reason code, e.g. `in_future`.
     pub reason: String,
+    /// Rejected at or after this time (UTC unless it says otherwise).
+    pub from: String,
+    /// Rejected before this time.
+    pub to: String,
     #[serde(alias = "cursor")]
     pub after: String,
     pub before: String,
     pub limit: String,
 }
 
+/// What to match; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct RejectedFilter {
+    pub application: Option<String>,
+    pub reason: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+fn text(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
 impl RejectedQuery {
+    pub fn filter(&self) -> Result<RejectedFilter, FilterError> {
+        Ok(RejectedFilter {
+            application: text(&self.application),
+            reason: text(&self.reason),
+            from: parse_time("from", &self.from)?,
+            to: parse_time("to", &self.to)?,
+        })
+    }
+
     pub fn first_page(&self) -> Self {
         Self {
             after: String::new(),
@@ -55,16 +82,21 @@ pub fn cursor(row: &rejected_events::Model) -> Cursor {
 #[tracing::instrument(skip_all)]
 pub async fn page(
     db: &impl ConnectionTrait,
-    application: Option<&str>,
-    reason: Option<&str>,
+    filter: &RejectedFilter,
     request: &PageRequest,
 ) -> Result<Page<rejected_events::Model>, DbErr> {
     use rejected_events::Column;
     let mut select = rejected_events::Entity::find();
-    if let Some(name) = application {
+    if let Some(from) = filter.from {
+        select = select.filter(Column::RejectedAt.gte(from));
+    }
+    if let Some(to) = filter.to {
+        select = select.filter(Column::RejectedAt.lt(to));
+    }
+    if let Some(name) = &filter.application {
         select = select.filter(Column::ApplicationId.eq(super::application_id(db, name).await?));
     }
-    if let Some(code) = reason {
+    if let Some(code) = filter.reason.as_deref() {
         let has_code = match db.get_database_backend() {
             DbBackend::Postgres => Expr::cust_with_values(
                 "reasons @> jsonb_build_array(jsonb_build_object('code', CAST($1 AS TEXT)))",
