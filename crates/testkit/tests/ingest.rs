@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use eye_testkit::{Backend, TestApp, canonical_events, event, on_both_backends};
+use eye_testkit::{Backend, Options, TestApp, canonical_events, event, on_both_backends};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -12,6 +12,7 @@ on_both_backends!(
     the_three_canonical_events_are_stored_with_their_fields_in_utc,
     every_accepted_event_gets_an_id_and_a_given_id_is_kept,
     the_same_event_id_posted_twice_is_stored_once,
+    copies_of_one_event_in_one_batch_count_once_for_their_session,
     a_gzip_body_is_accepted,
     shape_errors_answer_400_with_a_problem_per_field,
     wrong_media_types_and_encodings_answer_415,
@@ -128,6 +129,41 @@ async fn the_same_event_id_posted_twice_is_stored_once(backend: Backend) {
         1,
         "a duplicate does not count twice"
     );
+}
+
+async fn copies_of_one_event_in_one_batch_count_once_for_their_session(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let session = Uuid::new_v4();
+    let mut once = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
+    once["id"] = json!(Uuid::new_v4());
+    once["session_id"] = json!(session);
+    let other = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/b"}),
+        "2021-01-01 00:00:05",
+    );
+    let mut other = other;
+    other["session_id"] = json!(session);
+    assert_eq!(
+        app.post(&json!([once, once, other, once])).await.status(),
+        202
+    );
+    let outcome = app.worker().process_next_batch().await.unwrap();
+    assert_eq!((outcome.stored, outcome.duplicates), (2, 2));
+    assert_eq!(app.session(session).await.unwrap().event_count, 2);
 }
 
 async fn a_gzip_body_is_accepted(backend: Backend) {

@@ -43,7 +43,8 @@ pub async fn write(db: &DatabaseConnection, rows: &Rows) -> Result<Written, DbEr
             inserted.extend(ids);
         }
     }
-    upsert_sessions(&txn, &rows.events, &inserted).await?;
+    let stored = inserted.len() as u64;
+    upsert_sessions(&txn, &rows.events, inserted).await?;
     let mut rejected = 0;
     for chunk in rows.rejected.chunks(CHUNK) {
         let result = rejected_events::Entity::insert_many(chunk.iter().cloned())
@@ -55,7 +56,6 @@ pub async fn write(db: &DatabaseConnection, rows: &Rows) -> Result<Written, DbEr
         }
     }
     txn.commit().await?;
-    let stored = inserted.len() as u64;
     Ok(Written {
         stored,
         duplicates: rows.events.len() as u64 - stored,
@@ -75,7 +75,7 @@ struct SessionDelta {
 async fn upsert_sessions(
     txn: &impl ConnectionTrait,
     events: &[events::ActiveModel],
-    inserted: &HashSet<Uuid>,
+    mut inserted: HashSet<Uuid>,
 ) -> Result<(), DbErr> {
     let mut deltas: BTreeMap<Uuid, SessionDelta> = BTreeMap::new();
     for event in events {
@@ -87,7 +87,9 @@ async fn upsert_sessions(
         ) else {
             continue;
         };
-        if !inserted.contains(id) {
+        // `remove`, not `contains`: the same id twice in one batch was inserted once and
+        // counts once.
+        if !inserted.remove(id) {
             continue;
         }
         deltas
