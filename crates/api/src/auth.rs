@@ -1,8 +1,10 @@
 //! Bearer-token checks. Signatures are verified locally; whether a token is still active
 //! comes from a cache of `api_tokens` that every instance reloads every `token_refresh_ms`,
 //! so a revocation or a disabled application takes effect everywhere within that time.
+//! The same reload writes when each token was last used.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
@@ -11,6 +13,7 @@ use actix_web::http::header::AUTHORIZATION;
 use chrono::Utc;
 use eye_core::token::{Claims, Scope, TokenError, TokenKeys};
 use eye_entity::{api_tokens, applications};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
@@ -24,10 +27,26 @@ enum TokenState {
     Unknown,
 }
 
+/// A token as this instance knows it.
+struct Known {
+    state: TokenState,
+    /// Unix seconds of the last use not yet written to the database; 0 when none.
+    used_at: AtomicI64,
+}
+
+impl Known {
+    fn new(state: TokenState) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            used_at: AtomicI64::new(0),
+        })
+    }
+}
+
 pub struct TokenGate {
     keys: TokenKeys,
     db: DatabaseConnection,
-    known: RwLock<Arc<HashMap<Uuid, TokenState>>>,
+    known: RwLock<Arc<HashMap<Uuid, Arc<Known>>>>,
 }
 
 impl TokenGate {
@@ -46,20 +65,19 @@ impl TokenGate {
             TokenError::Expired => ApiError::TokenExpired,
             TokenError::Invalid => ApiError::InvalidToken,
         })?;
-        let cached = self.snapshot().get(&claims.jti).copied();
-        let state = match cached {
-            Some(state) => state,
+        let cached = self.snapshot().get(&claims.jti).cloned();
+        let known = match cached {
+            Some(known) => known,
             // A token created after the last refresh: look it up once and remember it.
             None => {
                 let state = self
                     .lookup(claims.jti)
                     .await
                     .map_err(ApiError::AuthUnavailable)?;
-                self.remember(claims.jti, state);
-                state
+                self.remember(claims.jti, state)
             }
         };
-        match state {
+        match known.state {
             TokenState::Active { application_id } if application_id == claims.sub => {}
             TokenState::Active { .. } => return Err(ApiError::InvalidToken),
             TokenState::Revoked => return Err(ApiError::TokenRevoked),
@@ -69,11 +87,16 @@ impl TokenGate {
         if !claims.scopes.contains(&scope) {
             return Err(ApiError::MissingScope(scope.as_str()));
         }
+        known
+            .used_at
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
         Ok(claims)
     }
 
-    /// Reloads every unexpired token and its application's state.
+    /// Writes when tokens were last used, then reloads every unexpired token and its
+    /// application's state.
     pub async fn refresh(&self) -> Result<(), DbErr> {
+        self.flush_usage().await?;
         let rows = api_tokens::Entity::find()
             .find_also_related(applications::Entity)
             .filter(api_tokens::Column::ExpiresAt.gt(Utc::now()))
@@ -81,9 +104,32 @@ impl TokenGate {
             .await?;
         let known = rows
             .into_iter()
-            .map(|(token, app)| (token.id, state_of(&token, app.as_ref())))
+            .map(|(token, app)| (token.id, Known::new(state_of(&token, app.as_ref()))))
             .collect();
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
+        Ok(())
+    }
+
+    /// One `UPDATE` for every token used since the last flush; a use is at most one refresh
+    /// period old when it is written.
+    async fn flush_usage(&self) -> Result<(), DbErr> {
+        let snapshot = self.snapshot();
+        let mut used: Vec<(Uuid, i64)> = snapshot
+            .iter()
+            .filter_map(|(id, known)| {
+                let at = known.used_at.swap(0, Ordering::Relaxed);
+                (at > 0).then_some((*id, at))
+            })
+            .collect();
+        let Some(latest) = used.iter().map(|(_, at)| *at).max() else {
+            return Ok(());
+        };
+        let at = chrono::DateTime::from_timestamp(latest, 0).unwrap_or_else(Utc::now);
+        api_tokens::Entity::update_many()
+            .col_expr(api_tokens::Column::LastUsedAt, Expr::value(at))
+            .filter(api_tokens::Column::Id.is_in(used.drain(..).map(|(id, _)| id)))
+            .exec(&self.db)
+            .await?;
         Ok(())
     }
 
@@ -103,13 +149,15 @@ impl TokenGate {
         });
     }
 
-    fn snapshot(&self) -> Arc<HashMap<Uuid, TokenState>> {
+    fn snapshot(&self) -> Arc<HashMap<Uuid, Arc<Known>>> {
         self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn remember(&self, id: Uuid, state: TokenState) {
+    fn remember(&self, id: Uuid, state: TokenState) -> Arc<Known> {
+        let entry = Known::new(state);
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
-        Arc::make_mut(&mut known).insert(id, state);
+        Arc::make_mut(&mut known).insert(id, entry.clone());
+        entry
     }
 
     async fn lookup(&self, id: Uuid) -> Result<TokenState, DbErr> {

@@ -16,6 +16,7 @@ on_both_backends!(
     a_token_without_the_write_scope_answers_403,
     a_revoked_token_is_refused_within_seconds,
     a_disabled_application_is_refused_within_seconds_and_can_be_enabled_again,
+    each_token_records_when_it_was_last_used,
 );
 
 fn body() -> Value {
@@ -207,4 +208,42 @@ async fn a_disabled_application_is_refused_within_seconds_and_can_be_enabled_aga
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn each_token_records_when_it_was_last_used(backend: Backend) {
+    use eye_entity::api_tokens;
+    use sea_orm::EntityTrait;
+
+    let app = TestApp::spawn(backend).await;
+    let used = app
+        .token_with(&[Scope::EventsWrite], chrono::Duration::hours(1))
+        .await;
+    let unused = app
+        .token_with(&[Scope::EventsWrite], chrono::Duration::hours(1))
+        .await;
+    let before = Utc::now() - chrono::Duration::seconds(1);
+    assert_eq!(app.post_as(&used.jwt, &body()).await.status(), 202);
+
+    let db = &app.db;
+    let last_used = |id| async move {
+        api_tokens::Entity::find_by_id(id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+    let start = Instant::now();
+    let at = loop {
+        if let Some(at) = last_used(used.id).await {
+            break at;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "last use not recorded after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(at >= before && at <= Utc::now(), "{at}");
+    assert_eq!(last_used(unused.id).await, None);
 }
