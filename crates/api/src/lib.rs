@@ -51,31 +51,33 @@ impl Api {
             tracing::warn!(error = %e, "could not load api tokens yet; will keep trying");
         }
         gate.spawn_refresh(settings.token_refresh());
-        let outbox = Outbox::start(
-            publisher.clone(),
-            settings.publish_channels,
-            settings.publish_linger(),
-        );
-        let state = web::Data::new(State {
-            gate,
-            outbox,
-            publisher,
-            limits: Limits {
-                max_events: settings.max_events_per_request,
-                max_event_bytes: settings.max_event_bytes,
-                max_request_bytes: settings.max_request_bytes,
-            },
-        });
-        let server = actix_web::HttpServer::new(move || {
+        let limits = Limits {
+            max_events: settings.max_events_per_request,
+            max_event_bytes: settings.max_event_bytes,
+            max_request_bytes: settings.max_request_bytes,
+        };
+        let (in_flight, linger) = (settings.publish_channels, settings.publish_linger());
+        // Built once per HTTP worker thread: each has its own outbox and broker connection,
+        // so a request is read, queued, confirmed and answered without changing threads.
+        let mut server = actix_web::HttpServer::new(move || {
+            let outbox = Outbox::start(publisher.sibling(), in_flight, linger);
+            let state = web::Data::new(State {
+                gate: gate.clone(),
+                outbox,
+                publisher: publisher.clone(),
+                limits,
+            });
             App::new()
-                .app_data(state.clone())
+                .app_data(state)
                 .route("/v1/events", web::post().to(ingest::post_events))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
         })
-        .listen(listener)?
-        .disable_signals()
-        .run();
+        .disable_signals();
+        if settings.api_workers > 0 {
+            server = server.workers(settings.api_workers);
+        }
+        let server = server.listen(listener)?.run();
         Ok(Self { server, port })
     }
 

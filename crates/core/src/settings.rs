@@ -22,6 +22,8 @@ pub struct Settings {
     pub queue_prefix: String,
     /// Where `eye api` listens.
     pub api_addr: String,
+    /// HTTP worker threads of `eye api`; 0 means one per core.
+    pub api_workers: usize,
     /// Where `eye admin` listens.
     pub admin_addr: String,
     /// How long an admin login lasts.
@@ -93,6 +95,7 @@ impl Default for Settings {
             jwt_secret: None,
             queue_prefix: "eye".into(),
             api_addr: "127.0.0.1:8080".into(),
+            api_workers: 0,
             admin_addr: "127.0.0.1:8081".into(),
             admin_session_hours: 12,
             admin_login_attempts: 5,
@@ -103,7 +106,7 @@ impl Default for Settings {
             max_request_bytes: 512 * 1024,
             publish_timeout_ms: 5_000,
             publish_channels: 8,
-            publish_linger_us: 0,
+            publish_linger_us: 500,
             token_refresh_ms: 2_000,
             worker_prefetch: 256,
             worker_batch_messages: 128,

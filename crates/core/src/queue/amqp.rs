@@ -98,6 +98,7 @@ pub async fn declare(
 /// awaits only its own confirm, so confirms pipeline; a channel that broke is replaced by the
 /// next request that picks its slot.
 pub struct AmqpPublisher {
+    url: String,
     pool: Pool,
     slots: Vec<Mutex<Option<Channel>>>,
     next: AtomicUsize,
@@ -128,6 +129,7 @@ impl AmqpPublisher {
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
             .map_err(|e| PublishError::Unavailable(e.to_string()))?;
         Ok(Self {
+            url: url.to_owned(),
             pool,
             slots: (0..channels.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
@@ -135,6 +137,18 @@ impl AmqpPublisher {
             delivery_limit,
             timeout,
         })
+    }
+
+    /// A publisher with the same settings and connections of its own. Connections run on the
+    /// runtime that first uses them, so a sibling per thread keeps publishing on that thread.
+    pub fn sibling(&self) -> Result<Self, PublishError> {
+        Self::new(
+            &self.url,
+            self.topology.clone(),
+            self.delivery_limit,
+            self.slots.len(),
+            self.timeout,
+        )
     }
 
     pub(super) async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {

@@ -78,6 +78,18 @@ impl Publisher {
         }
     }
 
+    /// A publisher to the same queue with connections of its own (the in-process queue has
+    /// none, so it is shared).
+    pub fn sibling(&self) -> Publisher {
+        match self {
+            Publisher::Amqp(amqp) => match amqp.sibling() {
+                Ok(sibling) => Publisher::Amqp(std::sync::Arc::new(sibling)),
+                Err(_) => self.clone(),
+            },
+            Publisher::Memory(_) => self.clone(),
+        }
+    }
+
     /// Whether a publish could be attempted right now.
     pub async fn is_ready(&self) -> bool {
         match self {
