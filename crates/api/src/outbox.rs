@@ -102,7 +102,7 @@ fn message(batch: &[Pending], size: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eye_core::queue::{Consumer, MemoryQueue};
+    use eye_core::queue::{BatchLimit, Consumer, MemoryQueue};
 
     #[tokio::test]
     async fn concurrent_requests_share_messages_and_each_gets_its_answer() {
@@ -119,7 +119,7 @@ mod tests {
         let results = futures_util::future::join_all(sends).await;
         assert!(results.iter().all(Result::is_ok));
 
-        let messages = Consumer::Memory(queue).ready_batch(100);
+        let messages = Consumer::Memory(queue).ready_batch(BatchLimit::messages(100));
         assert!(
             messages.len() < 50,
             "{} messages for 50 requests",

@@ -53,6 +53,8 @@ pub struct Settings {
     pub worker_prefetch: u16,
     /// Most messages the worker stores in one transaction.
     pub worker_batch_messages: usize,
+    /// A batch stops growing once its messages hold this many bytes (one message may be more).
+    pub worker_batch_bytes: usize,
     /// How long the worker waits to fill a batch once the first message arrived.
     pub worker_batch_wait_ms: u64,
     /// Deliveries of one message before it is dead-lettered (a message that keeps failing).
@@ -108,8 +110,9 @@ impl Default for Settings {
             publish_channels: 8,
             publish_linger_us: 500,
             token_refresh_ms: 2_000,
-            worker_prefetch: 256,
+            worker_prefetch: 16,
             worker_batch_messages: 128,
+            worker_batch_bytes: 1024 * 1024,
             worker_batch_wait_ms: 20,
             delivery_limit: 10,
             clock_skew_secs: 60,
@@ -178,6 +181,13 @@ impl Settings {
 
     pub fn token_refresh(&self) -> Duration {
         Duration::from_millis(self.token_refresh_ms)
+    }
+
+    pub fn worker_batch_limit(&self) -> crate::queue::BatchLimit {
+        crate::queue::BatchLimit {
+            messages: self.worker_batch_messages,
+            bytes: self.worker_batch_bytes,
+        }
     }
 
     pub fn worker_batch_wait(&self) -> Duration {

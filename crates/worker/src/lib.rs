@@ -9,7 +9,7 @@ pub mod validation;
 use std::time::Duration;
 
 use eye_core::event::ENVELOPE_VERSION;
-use eye_core::queue::{ConsumeError, Consumer, Delivery};
+use eye_core::queue::{BatchLimit, ConsumeError, Consumer, Delivery};
 use eye_core::{Envelope, Settings};
 use eye_entity::{events, rejected_events};
 use sea_orm::{DatabaseConnection, Set};
@@ -44,7 +44,7 @@ pub struct Worker {
     db: DatabaseConnection,
     consumer: Consumer,
     registry: Registry,
-    batch_messages: usize,
+    batch_limit: BatchLimit,
     batch_wait: Duration,
     stop: CancellationToken,
 }
@@ -60,7 +60,7 @@ impl Worker {
             db,
             consumer,
             registry: Registry::builtin(settings),
-            batch_messages: settings.worker_batch_messages.max(1),
+            batch_limit: settings.worker_batch_limit(),
             batch_wait: settings.worker_batch_wait(),
             stop,
         }
@@ -70,7 +70,7 @@ impl Worker {
     pub async fn process_next_batch(&mut self) -> Result<BatchOutcome, WorkerError> {
         let batch = self
             .consumer
-            .next_batch(self.batch_messages, self.batch_wait)
+            .next_batch(self.batch_limit, self.batch_wait)
             .await?;
         self.handle(batch).await
     }
@@ -82,7 +82,7 @@ impl Worker {
         loop {
             let batch = tokio::select! {
                 () = self.stop.cancelled() => break,
-                batch = self.consumer.next_batch(self.batch_messages, self.batch_wait) => batch,
+                batch = self.consumer.next_batch(self.batch_limit, self.batch_wait) => batch,
             };
             let result = match batch {
                 Ok(batch) => self.handle(batch).await,
@@ -103,7 +103,7 @@ impl Worker {
             }
         }
         loop {
-            let batch = self.consumer.ready_batch(self.batch_messages);
+            let batch = self.consumer.ready_batch(self.batch_limit);
             if batch.is_empty() {
                 break;
             }

@@ -15,7 +15,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
-use super::{Acker, ConsumeError, Delivery, PublishError, Topology};
+use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Topology};
 
 const PERSISTENT: u8 = 2;
 
@@ -267,7 +267,7 @@ impl AmqpConsumer {
 
     pub(super) async fn next_batch(
         &mut self,
-        max: usize,
+        limit: BatchLimit,
         wait: Duration,
     ) -> Result<Vec<Delivery>, ConsumeError> {
         if self
@@ -287,11 +287,15 @@ impl AmqpConsumer {
             Some(Err(e)) => return Err(self.drop_connection(e)),
             None => return Err(self.drop_connection("the broker cancelled the subscription")),
         };
+        let mut bytes = first.data.len();
         let mut batch = vec![into_delivery(first)];
         let deadline = tokio::time::Instant::now() + wait;
-        while batch.len() < max {
+        while !limit.reached(batch.len(), bytes) {
             match tokio::time::timeout_at(deadline, live.consumer.next()).await {
-                Ok(Some(Ok(delivery))) => batch.push(into_delivery(delivery)),
+                Ok(Some(Ok(delivery))) => {
+                    bytes += delivery.data.len();
+                    batch.push(into_delivery(delivery));
+                }
                 // The batch so far is still good; the error shows again on the next call.
                 Ok(Some(Err(_)) | None) | Err(_) => break,
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
-use super::{Acker, Delivery, PublishError};
+use super::{Acker, BatchLimit, Delivery, PublishError};
 
 /// Capacity counts messages queued plus messages taken and not yet acknowledged, so a slow
 /// worker makes publishers wait (and then answer 503) instead of growing memory.
@@ -70,10 +70,10 @@ impl MemoryQueue {
         self.len() == 0
     }
 
-    pub(super) async fn next_batch(&self, max: usize) -> Vec<Delivery> {
+    pub(super) async fn next_batch(&self, limit: BatchLimit) -> Vec<Delivery> {
         loop {
             let notified = self.inner.ready.notified();
-            let batch = self.try_take(max);
+            let batch = self.try_take(limit);
             if !batch.is_empty() {
                 return batch;
             }
@@ -81,16 +81,20 @@ impl MemoryQueue {
         }
     }
 
-    pub(super) fn try_take(&self, max: usize) -> Vec<Delivery> {
+    pub(super) fn try_take(&self, limit: BatchLimit) -> Vec<Delivery> {
         let mut messages = self.messages();
-        let n = max.min(messages.len());
-        let batch = messages
-            .drain(..n)
-            .map(|body| Delivery {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while !limit.reached(batch.len(), bytes) {
+            let Some(body) = messages.pop_front() else {
+                break;
+            };
+            bytes += body.len();
+            batch.push(Delivery {
                 body,
                 acker: Acker::Memory,
-            })
-            .collect();
+            });
+        }
         if !messages.is_empty() {
             self.inner.ready.notify_one();
         }
@@ -113,7 +117,7 @@ impl MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Consumer, Publisher};
+    use crate::queue::{BatchLimit, Consumer, Publisher};
 
     #[tokio::test]
     async fn messages_come_out_in_order_and_in_bounded_batches() {
@@ -123,11 +127,33 @@ mod tests {
             publisher.publish(&[i]).await.unwrap();
         }
         let mut consumer = Consumer::Memory(queue);
-        let first = consumer.next_batch(3, Duration::ZERO).await.unwrap();
+        let first = consumer
+            .next_batch(BatchLimit::messages(3), Duration::ZERO)
+            .await
+            .unwrap();
         let bodies: Vec<_> = first.iter().map(|d| d.body[0]).collect();
         assert_eq!(bodies, [0, 1, 2]);
-        let rest = consumer.ready_batch(10);
+        let rest = consumer.ready_batch(BatchLimit::messages(10));
         assert_eq!(rest.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_stops_growing_at_its_byte_limit_but_holds_at_least_one_message() {
+        let queue = MemoryQueue::new(10, Duration::from_millis(50));
+        let publisher = Publisher::Memory(queue.clone());
+        for size in [10, 10, 10, 100] {
+            publisher.publish(&vec![b'x'; size]).await.unwrap();
+        }
+        let mut consumer = Consumer::Memory(queue);
+        let limit = BatchLimit {
+            messages: 10,
+            bytes: 15,
+        };
+        let sizes = |batch: Vec<crate::queue::Delivery>| {
+            batch.iter().map(|d| d.body.len()).collect::<Vec<_>>()
+        };
+        assert_eq!(sizes(consumer.ready_batch(limit)), [10, 10]);
+        assert_eq!(sizes(consumer.ready_batch(limit)), [10, 100]);
     }
 
     #[tokio::test]
@@ -142,7 +168,10 @@ mod tests {
         ));
 
         let mut consumer = Consumer::Memory(queue);
-        let batch = consumer.next_batch(2, Duration::ZERO).await.unwrap();
+        let batch = consumer
+            .next_batch(BatchLimit::messages(2), Duration::ZERO)
+            .await
+            .unwrap();
         // Taken but not acknowledged still counts against capacity.
         assert!(matches!(
             publisher.publish(b"c").await,
@@ -163,6 +192,11 @@ mod tests {
             Err(PublishError::Unavailable(_))
         ));
         assert!(!publisher.is_ready().await);
-        assert_eq!(Consumer::Memory(queue).ready_batch(5).len(), 1);
+        assert_eq!(
+            Consumer::Memory(queue)
+                .ready_batch(BatchLimit::messages(5))
+                .len(),
+            1
+        );
     }
 }

@@ -110,6 +110,28 @@ enum Acker {
     Memory,
 }
 
+/// How much one batch may hold: it stops growing at either limit (and always holds at least
+/// one message, however large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimit {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl BatchLimit {
+    pub fn messages(messages: usize) -> Self {
+        Self {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Whether a batch of `messages` messages and `bytes` bytes is full.
+    pub fn reached(&self, messages: usize, bytes: usize) -> bool {
+        messages >= self.messages.max(1) || bytes >= self.bytes
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("lost the queue: {0}")]
 pub struct ConsumeError(pub String);
@@ -120,24 +142,24 @@ pub enum Consumer {
 }
 
 impl Consumer {
-    /// Waits for at least one message, then gathers up to `max` for at most `wait`.
+    /// Waits for at least one message, then gathers more up to `limit` for at most `wait`.
     pub async fn next_batch(
         &mut self,
-        max: usize,
+        limit: BatchLimit,
         wait: Duration,
     ) -> Result<Vec<Delivery>, ConsumeError> {
         match self {
-            Consumer::Amqp(amqp) => amqp.next_batch(max, wait).await,
-            Consumer::Memory(memory) => Ok(memory.next_batch(max).await),
+            Consumer::Amqp(amqp) => amqp.next_batch(limit, wait).await,
+            Consumer::Memory(memory) => Ok(memory.next_batch(limit).await),
         }
     }
 
     /// Whatever is ready now, without waiting; used to drain before shutdown. AMQP needs no
     /// drain: what is not acknowledged stays in the broker.
-    pub fn ready_batch(&mut self, max: usize) -> Vec<Delivery> {
+    pub fn ready_batch(&mut self, limit: BatchLimit) -> Vec<Delivery> {
         match self {
             Consumer::Amqp(_) => Vec::new(),
-            Consumer::Memory(memory) => memory.try_take(max),
+            Consumer::Memory(memory) => memory.try_take(limit),
         }
     }
 
