@@ -19,7 +19,7 @@ pub enum QueueProbe {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Messages waiting (each holds one request's events).
+    /// Messages waiting (each holds the events of one or more requests).
     pub messages: u64,
     pub consumers: u32,
 }

@@ -93,10 +93,13 @@ impl TokenGate {
         Ok(claims)
     }
 
-    /// Writes when tokens were last used, then reloads every unexpired token and its
-    /// application's state.
+    /// Writes when tokens were last used (best effort), then reloads every unexpired token and
+    /// its application's state.
     pub async fn refresh(&self) -> Result<(), DbErr> {
-        self.flush_usage().await?;
+        // Best effort: a database user that may only read must still see revocations.
+        if let Err(e) = self.flush_usage().await {
+            tracing::warn!(error = %e, "could not record when tokens were last used");
+        }
         let rows = api_tokens::Entity::find()
             .find_also_related(applications::Entity)
             .filter(api_tokens::Column::ExpiresAt.gt(Utc::now()))

@@ -59,12 +59,15 @@ async fn run(
         };
         let mut size = first.envelope.len();
         let mut batch = vec![first];
+        // One deadline per message, so a steady stream cannot hold the first request longer.
+        let deadline = tokio::time::Instant::now() + linger;
         while size < MAX_MESSAGE_BYTES {
             let next = match rx.try_recv() {
                 Ok(next) => Some(next),
-                Err(_) if !linger.is_zero() => {
-                    tokio::time::timeout(linger, rx.recv()).await.ok().flatten()
-                }
+                Err(_) if !linger.is_zero() => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
                 Err(_) => None,
             };
             let Some(next) = next else { break };

@@ -183,9 +183,12 @@ impl Settings {
         Duration::from_millis(self.token_refresh_ms)
     }
 
+    /// A batch never waits for more messages than the broker sends before an ack.
     pub fn worker_batch_limit(&self) -> crate::queue::BatchLimit {
         crate::queue::BatchLimit {
-            messages: self.worker_batch_messages,
+            messages: self
+                .worker_batch_messages
+                .min(usize::from(self.worker_prefetch.max(1))),
             bytes: self.worker_batch_bytes,
         }
     }
@@ -230,6 +233,22 @@ mod tests {
             assert!(!printed.contains("hunter2"), "{printed}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_worker_batch_never_waits_for_more_than_the_prefetch() {
+        let settings = Settings {
+            worker_prefetch: 16,
+            worker_batch_messages: 128,
+            ..Settings::default()
+        };
+        assert_eq!(settings.worker_batch_limit().messages, 16);
+        let settings = Settings {
+            worker_prefetch: 64,
+            worker_batch_messages: 32,
+            ..Settings::default()
+        };
+        assert_eq!(settings.worker_batch_limit().messages, 32);
     }
 
     #[test]

@@ -13,6 +13,7 @@ on_both_backends!(
     invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_ones,
     unknown_event_types_follow_the_configured_policy,
     two_workers_count_a_thousand_events_of_one_session_exactly,
+    an_event_with_a_nul_character_is_rejected_and_its_neighbours_stored,
 );
 on_services!(a_database_outage_delays_storage_but_loses_nothing);
 
@@ -230,4 +231,31 @@ async fn a_database_outage_delays_storage_but_loses_nothing(backend: Backend) {
 
     proxy.restore();
     app.wait_for_counts(21, 0).await;
+}
+
+async fn an_event_with_a_nul_character_is_rejected_and_its_neighbours_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let good = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
+    let nul = event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h\u{0}x", "path": "/"}),
+        "2021-01-01 00:00:00",
+    );
+    assert_eq!(app.post(&json!([good, nul])).await.status(), 202);
+    app.wait_for_counts(1, 1).await;
+    let rejected = &app.rejected_events().await[0];
+    assert_eq!(
+        reasons(rejected),
+        [("data.host".to_owned(), "invalid_character".to_owned())]
+    );
+    assert_eq!(
+        rejected.payload["data"]["host"], "h\u{fffd}x",
+        "kept, with the NUL replaced"
+    );
 }

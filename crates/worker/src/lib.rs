@@ -20,6 +20,8 @@ use crate::store::{Rows, Written};
 use crate::validation::Registry;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stopping worker keeps retrying a write for the in-process queue.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -181,14 +183,23 @@ impl Worker {
         rows: &Rows,
     ) -> Result<Result<Written, sea_orm::DbErr>, WorkerError> {
         let mut backoff = Backoff::default();
+        let mut drain_until = None;
         loop {
             match store::write(&self.db, rows).await {
                 Ok(written) => return Ok(Ok(written)),
                 Err(e) if sql::is_retryable(&e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff.next, "database unavailable; will retry the batch");
-                    if !backoff.wait(&self.stop).await {
+                    if backoff.wait(&self.stop).await {
+                        continue;
+                    }
+                    // Stopping: what the broker holds stays there, but the in-process queue has
+                    // nowhere else to keep accepted events, so keep trying for a while.
+                    let until = *drain_until
+                        .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_PATIENCE);
+                    if !self.consumer.is_in_process() || tokio::time::Instant::now() >= until {
                         return Err(WorkerError::Stopped);
                     }
+                    tokio::time::sleep(backoff.next).await;
                 }
                 Err(e) => return Ok(Err(e)),
             }
@@ -220,7 +231,7 @@ impl Worker {
                         application_id: Set(envelope.application_id),
                         category: Set(truncate(&event.category)),
                         name: Set(truncate(&event.name)),
-                        payload: Set(serde_json::to_value(event).unwrap_or(Value::Null)),
+                        payload: Set(storable(serde_json::to_value(event).unwrap_or(Value::Null))),
                         reasons: Set(serde_json::to_value(&reasons).unwrap_or(Value::Null)),
                         received_at: Set(envelope.received_at),
                         rejected_at: Set(stored_at),
@@ -250,6 +261,31 @@ fn decode(body: &[u8]) -> Result<Vec<Envelope>, String> {
         return Err(format!("envelope version {} is not supported", other.v));
     }
     Ok(envelopes)
+}
+
+/// The rejected event as stored: NUL characters, which PostgreSQL's jsonb refuses (and which
+/// may be why the event was rejected), become U+FFFD so that the rejection itself is kept.
+fn storable(value: Value) -> Value {
+    const NUL: char = '\0';
+    match value {
+        Value::String(s) if s.contains(NUL) => Value::String(s.replace(NUL, "\u{fffd}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    (
+                        if k.contains(NUL) {
+                            k.replace(NUL, "\u{fffd}")
+                        } else {
+                            k
+                        },
+                        storable(v),
+                    )
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Category and name of a rejected event are kept for filtering, cut to fit their columns

@@ -30,34 +30,33 @@ pub fn sum(column: &str) -> Expr {
     Expr::cust(format!(r#""sessions"."{column}" + "excluded"."{column}""#))
 }
 
-/// Whether a failed write may succeed if tried again unchanged: the database was unreachable,
-/// busy, or chose this transaction as a deadlock or serialization victim.
+/// Whether a failed write may succeed if tried again unchanged. Only errors about the data
+/// itself are permanent (a value the database refuses); everything else — unreachable, busy,
+/// full, read-only, a deadlock or serialization victim, a timeout — is retried with the batch
+/// held, because giving up would dead-letter events that were already accepted.
 pub fn is_retryable(error: &sea_orm::DbErr) -> bool {
+    !is_permanent(error)
+}
+
+fn is_permanent(error: &sea_orm::DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     use sea_orm::{DbErr, RuntimeErr};
     let sqlx = match error {
-        DbErr::ConnectionAcquire(_) => return true,
-        DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
-        DbErr::Conn(_) => return true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        DbErr::Json(_) | DbErr::Type(_) | DbErr::TryIntoErr { .. } => return true,
         _ => return false,
     };
     match sqlx.as_ref() {
-        Sqlx::Io(_)
-        | Sqlx::Tls(_)
-        | Sqlx::Protocol(_)
-        | Sqlx::PoolTimedOut
-        | Sqlx::PoolClosed
-        | Sqlx::WorkerCrashed => true,
+        Sqlx::Encode(_) => true,
         Sqlx::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // PostgreSQL: serialization failure, deadlock, shutdown, too many connections,
-            // read-only replica; SQLite: busy and locked.
-            matches!(
-                &*code,
-                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300" | "25006" | "5" | "6"
-            ) || code.starts_with("08")
+            match code.parse::<u32>() {
+                // SQLite's extended codes carry the primary code in the low byte: too big,
+                // constraint, mismatch, range.
+                Ok(sqlite) if code.len() <= 4 => matches!(sqlite & 0xff, 18 | 19 | 20 | 25),
+                // PostgreSQL: data exceptions (22) and integrity violations (23).
+                _ => code.starts_with("22") || code.starts_with("23"),
+            }
         }
         _ => false,
     }

@@ -38,7 +38,10 @@ pub struct LoginForm {
 
 /// Only paths of this site: a login link must not send anyone elsewhere.
 fn local(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    // Browsers drop tabs and newlines inside URLs, so `/\t/evil.example` would become
+    // `//evil.example`: refuse control characters and spaces outright.
+    let plain = !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    if plain && next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
         next.to_owned()
     } else {
         "/".to_owned()
@@ -80,7 +83,9 @@ pub async fn submit(
     state: web::Data<State>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
-    let form = form.into_inner();
+    let mut form = form.into_inner();
+    // One spelling per account, so that " ana" and "ana" share their throttle.
+    form.username = form.username.trim().to_owned();
     let expected = request.cookie(LOGIN_CSRF_COOKIE);
     if !expected.is_some_and(|c| sessions::same_secret(c.value(), &form.csrf)) {
         return Err(PageError::Csrf);
@@ -106,7 +111,7 @@ pub async fn submit(
             actix_web::http::StatusCode::TOO_MANY_REQUESTS,
         );
     }
-    let user = users::find(&state.db, form.username.trim()).await?;
+    let user = users::find(&state.db, &form.username).await?;
     let password = form.password.clone();
     let checked = user.clone();
     let valid = web::block(move || users::verify(checked.as_ref(), &password))
@@ -161,6 +166,26 @@ mod tests {
             "",
         ] {
             assert_eq!(super::local(bad), "/", "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod redirect_tests {
+    use super::local;
+
+    #[test]
+    fn only_paths_on_this_site_are_followed_after_login() {
+        for (next, expected) in [
+            ("/events?category=x", "/events?category=x"),
+            ("//evil.example", "/"),
+            ("/\t/evil.example", "/"),
+            ("/\n/evil.example", "/"),
+            ("/\\evil.example", "/"),
+            ("https://evil.example", "/"),
+            ("/ /evil.example", "/"),
+        ] {
+            assert_eq!(local(next), expected, "{next:?}");
         }
     }
 }

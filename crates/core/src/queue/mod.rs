@@ -163,6 +163,11 @@ impl Consumer {
         }
     }
 
+    /// Whether messages live only in this process (nothing keeps them if it stops).
+    pub fn is_in_process(&self) -> bool {
+        matches!(self, Consumer::Memory(_))
+    }
+
     /// Acknowledges every delivery of a batch at once.
     pub async fn ack(&mut self, batch: Vec<Delivery>) -> Result<(), ConsumeError> {
         match self {
@@ -181,7 +186,7 @@ impl Consumer {
             (Consumer::Memory(memory), _) => {
                 tracing::error!(
                     bytes = delivery.body.len(),
-                    "dropped an undecodable message"
+                    "dropped a message that cannot be stored; the in-process queue has no dead-letter queue"
                 );
                 memory.release(1);
                 Ok(())
