@@ -241,12 +241,7 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
                 "ID", "APPLICATION", "SCOPES", "EXPIRES"
             );
             for (token, app) in tokens::list(&db).await? {
-                let state = match () {
-                    () if token.revoked_at.is_some() => "revoked",
-                    () if app.disabled => "app disabled",
-                    () if token.expires_at <= now => "expired",
-                    () => "active",
-                };
+                let state = tokens::state(&token, &app, now);
                 let expires = token.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
                 println!(
                     "{:<36}  {:<20}  {:<25}  {:<25}  {state}",

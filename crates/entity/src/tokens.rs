@@ -124,6 +124,23 @@ pub async fn list(
         .collect())
 }
 
+/// What a listed token can do now: `revoked`, `app disabled`, `expired` or `active`.
+pub fn state(
+    token: &api_tokens::Model,
+    app: &applications::Model,
+    now: DateTime<Utc>,
+) -> &'static str {
+    if token.revoked_at.is_some() {
+        "revoked"
+    } else if app.disabled {
+        "app disabled"
+    } else if token.expires_at <= now {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 /// Marks a token revoked; false when no such token exists. Revoking twice keeps the first time.
 pub async fn revoke(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
     let Some(token) = api_tokens::Entity::find_by_id(id).one(db).await? else {

@@ -102,17 +102,23 @@ async fn every_accepted_event_gets_an_id_and_a_given_id_is_kept(backend: Backend
     app.wait_for_counts(2, 0).await;
 }
 
-async fn the_same_event_id_posted_twice_is_stored_once(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let session = Uuid::new_v4();
-    let mut once = event(
+/// A pageview of `session` with a client-chosen id.
+fn event_with_id(session: Uuid) -> Value {
+    let mut event = event(
         "page interaction",
         "pageview",
         json!({"host": "h", "path": "/"}),
         "2021-01-01 00:00:00",
     );
-    once["id"] = json!(Uuid::new_v4());
-    once["session_id"] = json!(session);
+    event["id"] = json!(Uuid::new_v4());
+    event["session_id"] = json!(session);
+    event
+}
+
+async fn the_same_event_id_posted_twice_is_stored_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let session = Uuid::new_v4();
+    let once = event_with_id(session);
     assert_eq!(app.post(&once).await.status(), 202);
     assert_eq!(app.post(&json!([once, once])).await.status(), 202);
     let other = event(
@@ -141,14 +147,7 @@ async fn copies_of_one_event_in_one_batch_count_once_for_their_session(backend: 
     )
     .await;
     let session = Uuid::new_v4();
-    let mut once = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
-    once["id"] = json!(Uuid::new_v4());
-    once["session_id"] = json!(session);
+    let once = event_with_id(session);
     let other = event(
         "page interaction",
         "pageview",

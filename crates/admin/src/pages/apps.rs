@@ -81,19 +81,15 @@ pub async fn list(
     let tokens = tokens::list(&state.db)
         .await?
         .into_iter()
-        .map(|(token, app)| TokenRow {
+        .map(|(token, app)| (tokens::state(&token, &app, now), token, app))
+        .map(|(state, token, app)| TokenRow {
             id: token.id,
             application: app.name,
             scopes: token.scopes,
             created: token.created_at.into(),
             expires: token.expires_at.into(),
             last_used: token.last_used_at.map(Time::from),
-            state: match () {
-                () if token.revoked_at.is_some() => "revoked",
-                () if app.disabled => "app disabled",
-                () if token.expires_at <= now => "expired",
-                () => "active",
-            },
+            state,
         })
         .collect();
     let notice = Uuid::parse_str(&notice.revoked).ok().map(|id| {
