@@ -36,12 +36,14 @@ pub async fn post_events(
     let gzip = is_gzip(&request)?;
     let limits = &state.limits;
     let body = read_body(&request, payload, limits.max_request_bytes).await?;
-    let body = if gzip {
-        gunzip(&body, limits.max_request_bytes)?
+    let inflated;
+    let body: &[u8] = if gzip {
+        inflated = gunzip(&body, limits.max_request_bytes)?;
+        &inflated
     } else {
-        body.to_vec()
+        &body
     };
-    let events = parse_events(&body, limits)?;
+    let events = parse_events(body, limits)?;
     tracing::Span::current().record("events", events.len());
 
     let ids = events.iter().map(|e| e.id).collect();

@@ -76,7 +76,7 @@ async fn run(
         }
         let publisher = publisher.clone();
         tokio::spawn(async move {
-            let result = publisher.publish(&message(&batch, size)).await;
+            let result = publisher.publish(&message(&mut batch, size)).await;
             for pending in batch {
                 let _ = pending.done.send(result.clone());
             }
@@ -85,10 +85,10 @@ async fn run(
     }
 }
 
-/// One envelope as is, several as a JSON array of envelopes.
-fn message(batch: &[Pending], size: usize) -> Vec<u8> {
+/// One envelope as is (moved, not copied), several as a JSON array of envelopes.
+fn message(batch: &mut [Pending], size: usize) -> Vec<u8> {
     if let [only] = batch {
-        return only.envelope.clone();
+        return std::mem::take(&mut only.envelope);
     }
     let mut body = Vec::with_capacity(size + 2);
     body.push(b'[');

@@ -5,6 +5,7 @@ use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use eye_core::FieldError;
 use eye_core::queue::PublishError;
+use eye_core::telemetry::ErrorChain;
 use serde::Serialize;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -129,7 +130,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %ErrorChain(self), "request failed");
+            tracing::error!(code = self.code(), error = %ErrorChain(self as &dyn std::error::Error), "request failed");
         } else {
             tracing::debug!(code = self.code(), error = %self, "request refused");
         }
@@ -151,20 +152,5 @@ impl ResponseError for ApiError {
             response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
         }
         response.body(serde_json::to_vec(&problem).unwrap_or_default())
-    }
-}
-
-/// Shows the error with its whole `source()` chain, for logs.
-struct ErrorChain<'a>(&'a ApiError);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = std::error::Error::source(self.0);
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

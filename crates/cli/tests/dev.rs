@@ -18,6 +18,22 @@ struct Dev {
     password: String,
 }
 
+impl Dev {
+    /// Posts `body` to the api with the printed token.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        body: &Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        client
+            .post(format!("{}/v1/events", self.api))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+    }
+}
+
 /// Starts `eye dev` on `data_dir` and reads the api address and token from its banner.
 fn start(data_dir: &Path) -> Dev {
     start_with(data_dir, &[])
@@ -106,13 +122,8 @@ async fn ctrl_c_stores_every_accepted_event_before_exiting() {
     // One message per transaction, so that the worker falls behind and there is a backlog.
     let mut dev = start_with(dir.path(), &[("EYE_WORKER_BATCH_MESSAGES", "1")]);
     let client = reqwest::Client::new();
-    let posts = (0..100).map(|_| {
-        client
-            .post(format!("{}/v1/events", dev.api))
-            .bearer_auth(&dev.token)
-            .json(&batch(500))
-            .send()
-    });
+    let bodies: Vec<Value> = (0..100).map(|_| batch(500)).collect();
+    let posts = bodies.iter().map(|body| dev.post(&client, body));
     let responses = futures_util::future::join_all(posts).await;
     let accepted = responses
         .iter()
@@ -133,13 +144,7 @@ async fn a_second_start_reuses_the_data_and_the_token() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let mut first = start(dir.path());
-    let response = client
-        .post(format!("{}/v1/events", first.api))
-        .bearer_auth(&first.token)
-        .json(&batch(3))
-        .send()
-        .await
-        .unwrap();
+    let response = first.post(&client, &batch(3)).await.unwrap();
     assert_eq!(response.status(), 202);
     interrupt(&mut first);
 
@@ -148,15 +153,8 @@ async fn a_second_start_reuses_the_data_and_the_token() {
         second.token, first.token,
         "the printed token stays valid across restarts"
     );
-    let response = client
-        .post(format!("{}/v1/events", second.api))
-        .bearer_auth(&second.token)
-        .json(&batch(2))
-        .send()
-        .await
-        .unwrap();
+    let response = second.post(&client, &batch(2)).await.unwrap();
     assert_eq!(response.status(), 202);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     interrupt(&mut second);
     assert_eq!(count_events(dir.path()).await, 5);
 }

@@ -14,3 +14,18 @@ pub fn init(format: LogFormat) {
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }
+
+/// An error with its whole `source()` chain, for logs.
+pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

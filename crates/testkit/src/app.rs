@@ -408,6 +408,16 @@ pub fn event(category: &str, name: &str, data: Value, timestamp: &str) -> Value 
     })
 }
 
+/// A valid `page interaction`/`pageview` event at `path`, with a fresh session.
+pub fn pageview(path: impl Into<String>, timestamp: &str) -> Value {
+    event(
+        "page interaction",
+        "pageview",
+        json!({"host": "h", "path": path.into()}),
+        timestamp,
+    )
+}
+
 /// The three canonical event types, one in each accepted timestamp form.
 pub fn canonical_events(session: Uuid) -> Value {
     json!([

@@ -13,7 +13,7 @@ pub mod browser;
 mod proxy;
 
 pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
-pub use app::{APPLICATION, Options, TestApp, canonical_events, event};
+pub use app::{APPLICATION, Options, TestApp, canonical_events, event, pageview};
 pub use backend::Backend;
 pub use proxy::Proxy;
 

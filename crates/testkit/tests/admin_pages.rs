@@ -632,15 +632,7 @@ async fn tokens_issued_in_the_panel_work_until_revoked_there(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ingest = app
-        .post_as(
-            jwt,
-            &eye_testkit::event(
-                "page interaction",
-                "pageview",
-                json!({"host": "h", "path": "/"}),
-                "2021-01-01 00:00:00",
-            ),
-        )
+        .post_as(jwt, &eye_testkit::pageview("/", "2021-01-01 00:00:00"))
         .await;
     assert_eq!(
         ingest.status(),
@@ -668,12 +660,7 @@ async fn the_dashboard_shows_totals_rates_rejections_and_the_queue(backend: Back
             )
         })
         .collect();
-    batch.push(eye_testkit::event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2099-01-01 00:00:00",
-    ));
+    batch.push(eye_testkit::pageview("/", "2099-01-01 00:00:00"));
     assert_eq!(
         app.post(&serde_json::Value::Array(batch)).await.status(),
         StatusCode::ACCEPTED

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use eye_core::token::{Claims, Scope, TokenKeys};
 use eye_entity::tokens;
-use eye_testkit::{Backend, TestApp, event, on_both_backends};
+use eye_testkit::{Backend, TestApp, on_both_backends, pageview};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -20,12 +20,7 @@ on_both_backends!(
 );
 
 fn body() -> Value {
-    event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    )
+    pageview("/", "2021-01-01 00:00:00")
 }
 
 async fn code_for(app: &TestApp, token: Option<&str>, header: Option<&str>) -> (u16, String) {

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use eye_testkit::{Backend, Options, TestApp, event, on_both_backends, on_services};
-use serde_json::{Value, json};
+use eye_testkit::{Backend, Options, TestApp, on_both_backends, on_services, pageview};
+use serde_json::Value;
 
 on_both_backends!(a_shut_queue_answers_503_with_retry_after);
 on_services!(
@@ -13,12 +13,7 @@ on_services!(
 );
 
 fn body() -> Value {
-    event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    )
+    pageview("/", "2021-01-01 00:00:00")
 }
 
 async fn assert_unavailable(response: reqwest::Response) {

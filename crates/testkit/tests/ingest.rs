@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use eye_testkit::{Backend, Options, TestApp, canonical_events, event, on_both_backends};
+use eye_testkit::{Backend, Options, TestApp, canonical_events, on_both_backends, pageview};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -80,19 +80,9 @@ async fn the_three_canonical_events_are_stored_with_their_fields_in_utc(backend:
 async fn every_accepted_event_gets_an_id_and_a_given_id_is_kept(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mine = Uuid::new_v4();
-    let mut given = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
+    let mut given = pageview("/", "2021-01-01 00:00:00");
     given["id"] = json!(mine);
-    let generated = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/a"}),
-        "2021-01-01 00:00:01",
-    );
+    let generated = pageview("/a", "2021-01-01 00:00:01");
     let response = app.post(&json!([given, generated])).await;
     assert_eq!(response.status(), 202);
     let ids: Vec<Uuid> =
@@ -104,12 +94,7 @@ async fn every_accepted_event_gets_an_id_and_a_given_id_is_kept(backend: Backend
 
 /// A pageview of `session` with a client-chosen id.
 fn event_with_id(session: Uuid) -> Value {
-    let mut event = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
+    let mut event = pageview("/", "2021-01-01 00:00:00");
     event["id"] = json!(Uuid::new_v4());
     event["session_id"] = json!(session);
     event
@@ -121,12 +106,7 @@ async fn the_same_event_id_posted_twice_is_stored_once(backend: Backend) {
     let once = event_with_id(session);
     assert_eq!(app.post(&once).await.status(), 202);
     assert_eq!(app.post(&json!([once, once])).await.status(), 202);
-    let other = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/b"}),
-        "2021-01-01 00:00:05",
-    );
+    let other = pageview("/b", "2021-01-01 00:00:05");
     assert_eq!(app.post(&other).await.status(), 202);
     // The last event stored proves the duplicates before it were handled.
     app.wait_for_counts(2, 0).await;
@@ -148,12 +128,7 @@ async fn copies_of_one_event_in_one_batch_count_once_for_their_session(backend: 
     .await;
     let session = Uuid::new_v4();
     let once = event_with_id(session);
-    let other = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/b"}),
-        "2021-01-01 00:00:05",
-    );
+    let other = pageview("/b", "2021-01-01 00:00:05");
     let mut other = other;
     other["session_id"] = json!(session);
     assert_eq!(
@@ -194,12 +169,7 @@ async fn a_gzip_body_is_accepted(backend: Backend) {
 
 async fn shape_errors_answer_400_with_a_problem_per_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let good = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
+    let good = pageview("/", "2021-01-01 00:00:00");
     let body = json!([good, {"session_id": "not-a-uuid", "category": "c", "name": "n", "data": {}, "timestamp": "noon"}]);
     let response = app.post(&body).await;
     assert_eq!(response.status(), 400);
@@ -270,35 +240,20 @@ async fn wrong_media_types_and_encodings_answer_415(backend: Backend) {
 
 async fn oversize_requests_answer_413_and_store_nothing(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let big_event = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "x".repeat(33 * 1024)}),
-        "2021-01-01 00:00:00",
-    );
+    let big_event = pageview("x".repeat(33 * 1024), "2021-01-01 00:00:00");
     assert_eq!(
         problem(app.post(&big_event).await).await,
         (413, "event_too_large".into())
     );
 
-    let small = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
+    let small = pageview("/", "2021-01-01 00:00:00");
     let too_many = Value::Array(vec![small.clone(); 501]);
     assert_eq!(
         problem(app.post(&too_many).await).await,
         (413, "too_many_events".into())
     );
 
-    let padding = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "p".repeat(30 * 1024)}),
-        "2021-01-01 00:00:00",
-    );
+    let padding = pageview("p".repeat(30 * 1024), "2021-01-01 00:00:00");
     let too_big = Value::Array(vec![padding; 20]);
     assert_eq!(
         problem(app.post(&too_big).await).await,
@@ -360,12 +315,7 @@ async fn problem(response: reqwest::Response) -> (u16, String) {
 /// Posts one valid event and waits for it: one worker takes messages in order, so anything
 /// queued before it would have been stored or rejected first.
 async fn expect_only_a_later_event_stored(app: &TestApp) {
-    let later = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
+    let later = pageview("/", "2021-01-01 00:00:00");
     assert_eq!(app.post(&later).await.status(), 202);
     app.wait_for_counts(1, 0).await;
 }

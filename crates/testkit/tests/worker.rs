@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use eye_core::settings::UnknownEventPolicy;
-use eye_testkit::{Backend, Options, TestApp, event, on_both_backends, on_services};
+use eye_testkit::{Backend, Options, TestApp, event, on_both_backends, on_services, pageview};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -47,12 +47,7 @@ async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_on
     let future = (Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let slightly_ahead = (Utc::now() + chrono::Duration::seconds(20)).to_rfc3339();
     let body = json!([
-        event(
-            "page interaction",
-            "pageview",
-            json!({"host": "h", "path": "/"}),
-            &future
-        ),
+        pageview("/", &future),
         event(
             "page interaction",
             "cta click",
@@ -71,12 +66,7 @@ async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_on
             json!(["not", "an", "object"]),
             "2021-01-01 00:00:00"
         ),
-        event(
-            "page interaction",
-            "pageview",
-            json!({"host": "h", "path": "/ok"}),
-            &slightly_ahead
-        ),
+        pageview("/ok", &slightly_ahead),
     ]);
     assert_eq!(app.post(&body).await.status(), 202);
 
@@ -165,12 +155,7 @@ async fn two_workers_count_a_thousand_events_of_one_session_exactly(backend: Bac
         let batch: Vec<Value> = (0..10)
             .map(|i| {
                 let at = start + chrono::Duration::milliseconds(request * 10 + i);
-                let mut e = event(
-                    "page interaction",
-                    "pageview",
-                    json!({"host": "h", "path": "/"}),
-                    &at.to_rfc3339(),
-                );
+                let mut e = pageview("/", &at.to_rfc3339());
                 e["session_id"] = json!(session);
                 e
             })
@@ -200,12 +185,7 @@ async fn a_database_outage_delays_storage_but_loses_nothing(backend: Backend) {
     )
     .await;
     let proxy = app.database_proxy.as_ref().unwrap();
-    let first = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/1"}),
-        "2021-01-01 00:00:00",
-    );
+    let first = pageview("/1", "2021-01-01 00:00:00");
     assert_eq!(app.post(&first).await.status(), 202);
     app.wait_for_counts(1, 0).await;
 
@@ -235,12 +215,7 @@ async fn a_database_outage_delays_storage_but_loses_nothing(backend: Backend) {
 
 async fn an_event_with_a_nul_character_is_rejected_and_its_neighbours_stored(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let good = event(
-        "page interaction",
-        "pageview",
-        json!({"host": "h", "path": "/"}),
-        "2021-01-01 00:00:00",
-    );
+    let good = pageview("/", "2021-01-01 00:00:00");
     let nul = event(
         "page interaction",
         "pageview",
