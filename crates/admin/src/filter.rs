@@ -45,6 +45,8 @@ pub enum FilterError {
 pub struct EventFilter {
     /// Application name as the user typed it; resolved to an id by the query.
     pub application: Option<String>,
+    /// An application by id (a session's timeline), besides or instead of its name.
+    pub application_id: Option<Uuid>,
     pub session_id: Option<Uuid>,
     pub category: Option<String>,
     pub name: Option<String>,
@@ -125,6 +127,7 @@ impl EventQuery {
     pub fn filter(&self) -> Result<EventFilter, FilterError> {
         let filter = EventFilter {
             application: text(&self.application),
+            application_id: None,
             session_id: text(&self.session)
                 .map(|s| Uuid::parse_str(&s).map_err(|_| FilterError::Session))
                 .transpose()?,

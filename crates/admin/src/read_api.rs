@@ -162,12 +162,14 @@ async fn session(
     id: web::Path<String>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    state.gate.authorize(&request, Scope::EventsRead).await?;
+    let claims = state.gate.authorize(&request, Scope::EventsRead).await?;
     let id = Uuid::parse_str(&id).map_err(|_| ReadError::Filter(FilterError::Session))?;
-    let session = queries::events::session(&state.db, id)
+    // A session belongs to one application: the token's.
+    let session = queries::events::session(&state.db, claims.sub, id)
         .await?
         .ok_or(ReadError::NotFound)?;
     let filter = EventFilter {
+        application_id: Some(claims.sub),
         session_id: Some(id),
         ..Default::default()
     };
@@ -203,7 +205,9 @@ fn rejected_json(row: &rejected_events::Model, names: &HashMap<Uuid, String>) ->
         "application": names.get(&row.application_id),
         "category": row.category,
         "name": row.name,
-        "payload": row.payload,
+        // The event exactly as kept, not re-read through a lossy tree.
+        "payload": serde_json::value::RawValue::from_string(row.payload.clone())
+            .unwrap_or_else(|_| Default::default()),
         "reasons": row.reasons,
         "received_at": rfc3339(row.received_at),
         "rejected_at": rfc3339(row.rejected_at),

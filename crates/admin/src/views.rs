@@ -61,10 +61,6 @@ pub fn summary(value: &serde_json::Value, max: usize) -> String {
     cut
 }
 
-pub fn pretty(value: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-}
-
 pub use eye_core::telemetry::ErrorChain;
 
 #[cfg(test)]

@@ -98,10 +98,20 @@ pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
     println!("{}", banner(&dev, running.api_port, running.admin_port));
     crate::stack::shutdown_signal().await;
     println!("Stopping: storing what is still queued…");
-    running.shutdown().await;
+    let shutdown = running.shutdown().await;
+    if shutdown.unstored > 0 {
+        anyhow::bail!(
+            "stopped, but {} queued messages could not be stored in {} and are lost \
+             ({} were stored while stopping); see the errors above",
+            shutdown.unstored,
+            dev.database_file.display(),
+            shutdown.drained
+        );
+    }
     println!(
-        "Stopped. Every accepted event is in {}.",
-        dev.database_file.display()
+        "Stopped. Every accepted event is in {} ({} queued messages stored while stopping).",
+        dev.database_file.display(),
+        shutdown.drained
     );
     Ok(())
 }

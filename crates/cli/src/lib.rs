@@ -1,5 +1,6 @@
 //! How the pieces are put together. The `eye` binary only parses arguments and calls into
 //! here; tests start the very same stack.
 
+pub mod broker;
 pub mod dev;
 pub mod stack;

@@ -125,7 +125,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn api(settings: &Settings) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
-    let publisher = Queue::from_settings(settings)?.publisher(settings)?;
+    let queue = Queue::from_settings(settings)?;
+    queue.apply_policies(settings).await?;
+    let publisher = queue.publisher(settings)?;
     let api = eye_api::Api::build(settings, db, publisher).await?;
     tracing::info!(addr = %settings.api_addr, port = api.port(), "api listening");
     let handle = api.handle();
@@ -181,7 +183,9 @@ async fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
 async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
     let queue = Queue::from_settings(settings)?;
+    queue.apply_policies(settings).await?;
     let stop = CancellationToken::new();
+    let mover = queue.dead_letter_mover(settings, &db, &stop);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             tokio::spawn(
@@ -193,10 +197,22 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     stack::shutdown_signal().await;
     tracing::info!("stopping: unacknowledged messages return to the queue");
     stop.cancel();
+    let mut drained = 0;
     for worker in workers {
-        worker.await?;
+        drained += worker.await?.drained;
     }
+    if let Some(mover) = mover {
+        mover.await?;
+    }
+    tracing::info!(
+        drained,
+        "stopped; what was not acknowledged stays on the broker"
+    );
     Ok(())
+}
+
+async fn broker_policies(settings: &Settings) -> anyhow::Result<bool> {
+    eye_cli::broker::apply_policies(settings).await
 }
 
 async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
@@ -209,6 +225,16 @@ async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
     } else {
         stack::migrate(&db).await?;
         eprintln!("the schema is up to date");
+        // The broker's queue policy too, where a broker is configured.
+        if settings.amqp_url.is_some() {
+            if broker_policies(settings).await? {
+                eprintln!("the queue policies of `{}` are set", settings.queue_prefix);
+            } else {
+                eprintln!(
+                    "amqp_management_url is off: set the queue policies yourself (docs/OPERATIONS.md)"
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use eye_core::Settings;
 use eye_core::queue::{AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology};
 use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
+use eye_worker::consume::Shutdown;
+use eye_worker::dead_letters::DeadLetterMover;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +41,6 @@ impl Queue {
             Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(AmqpPublisher::new(
                 url,
                 Topology::new(&settings.queue_prefix),
-                settings.delivery_limit,
                 settings.publish_channels,
                 settings.publish_timeout(),
             )?)),
@@ -67,11 +68,39 @@ impl Queue {
             Queue::Amqp(url) => Consumer::Amqp(Box::new(AmqpConsumer::new(
                 url,
                 Topology::new(&settings.queue_prefix),
-                settings.delivery_limit,
                 settings.worker_prefetch,
             ))),
             Queue::Memory(queue) => Consumer::Memory(queue.clone()),
         }
+    }
+
+    /// Sets the broker's queue policy (RabbitMQ only): idempotent, so every service does it
+    /// at start and a changed setting takes effect on the live queue.
+    pub async fn apply_policies(&self, settings: &Settings) -> anyhow::Result<()> {
+        if let Queue::Amqp(_) = self {
+            crate::broker::apply_policies(settings).await?;
+        }
+        Ok(())
+    }
+
+    /// The task that moves RabbitMQ's dead-letter queue into the `dead_letters` table; the
+    /// in-process queue has none (its worker writes dead letters there directly).
+    pub fn dead_letter_mover(
+        &self,
+        settings: &Settings,
+        db: &DatabaseConnection,
+        stop: &CancellationToken,
+    ) -> Option<JoinHandle<()>> {
+        let Queue::Amqp(url) = self else {
+            return None;
+        };
+        let consumer = Consumer::Amqp(Box::new(AmqpConsumer::of_dead_letters(
+            url,
+            Topology::new(&settings.queue_prefix),
+            settings.worker_prefetch,
+        )));
+        let mover = DeadLetterMover::new(db.clone(), consumer, stop.clone());
+        Some(tokio::spawn(mover.run_until_stopped()))
     }
 }
 
@@ -123,7 +152,8 @@ pub struct Running {
     api_task: JoinHandle<std::io::Result<()>>,
     admin: actix_web::dev::ServerHandle,
     admin_task: JoinHandle<std::io::Result<()>>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Vec<JoinHandle<Shutdown>>,
+    mover: Option<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
 }
@@ -145,6 +175,7 @@ pub async fn start_with_workers(
     queue: &Queue,
     workers: usize,
 ) -> anyhow::Result<Running> {
+    queue.apply_policies(settings).await?;
     let api = Api::build(settings, db.clone(), queue.publisher(settings)?).await?;
     let api_port = api.port();
     let handle = api.handle();
@@ -154,6 +185,9 @@ pub async fn start_with_workers(
     let admin_handle = admin.handle();
     let admin_task = tokio::spawn(admin.run_until_stopped());
     let stop = CancellationToken::new();
+    let mover = (workers > 0)
+        .then(|| queue.dead_letter_mover(settings, db, &stop))
+        .flatten();
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone());
@@ -168,6 +202,7 @@ pub async fn start_with_workers(
         admin: admin_handle,
         admin_task,
         workers,
+        mover,
         stop,
         queue: queue.clone(),
     })
@@ -187,8 +222,9 @@ impl Running {
     }
 
     /// Stops taking requests, lets those in flight finish, then stops the workers once they
-    /// stored everything the in-process queue still holds.
-    pub async fn shutdown(self) {
+    /// stored everything the in-process queue still holds; says what they drained and what
+    /// they could not store.
+    pub async fn shutdown(self) -> Shutdown {
         self.api.stop(true).await;
         let _ = self.api_task.await;
         self.admin.stop(true).await;
@@ -197,9 +233,21 @@ impl Running {
             queue.close();
         }
         self.stop.cancel();
+        let mut total = Shutdown::default();
         for worker in self.workers {
-            let _ = worker.await;
+            if let Ok(shutdown) = worker.await {
+                total.drained += shutdown.drained;
+                total.unstored += shutdown.unstored;
+            }
         }
+        if let Some(mover) = self.mover {
+            let _ = mover.await;
+        }
+        if let Queue::Memory(queue) = &self.queue {
+            // What no worker took (one that stopped early) is lost too.
+            total.unstored += Consumer::Memory(queue.clone()).abandon();
+        }
+        total
     }
 }
 

@@ -131,6 +131,7 @@ async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
             "admin_users",
             "api_tokens",
             "applications",
+            "dead_letters",
             "events",
             "rejected_events",
             "sessions"

@@ -1,6 +1,8 @@
 //! Typed settings: defaults < `eye.toml` < `EYE_*` environment variables.
 
 use std::path::Path;
+
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use figment::Figment;
@@ -58,9 +60,20 @@ pub struct Settings {
     /// How long the worker waits to fill a batch once the first message arrived.
     pub worker_batch_wait_ms: u64,
     /// Deliveries of one message before it is dead-lettered (a message that keeps failing).
+    /// Applied by a broker policy, so it can change while the queue exists.
     pub delivery_limit: u32,
+    /// Most messages the ingest queue holds; past it the broker refuses publishes (503).
+    pub queue_max_messages: u64,
+    /// Most bytes the ingest queue holds; past it the broker refuses publishes (503).
+    pub queue_max_bytes: u64,
+    /// RabbitMQ's management api, where `eye migrate` and the services set the queue policy.
+    /// Unset: `http://` the AMQP host on port 15672 with the AMQP credentials and vhost.
+    /// `off`: the services set no policy (an operator manages it).
+    pub amqp_management_url: Option<SecretString>,
     /// How far in the future an event's timestamp may be, relative to its receipt.
     pub clock_skew_secs: i64,
+    /// The earliest event timestamp accepted (RFC 3339); older events are rejected.
+    pub event_not_before: DateTime<Utc>,
     /// What to do with events whose (category, name) has no validator.
     pub unknown_events: UnknownEventPolicy,
     /// Longest category or name, in characters.
@@ -115,7 +128,11 @@ impl Default for Settings {
             worker_batch_bytes: 1024 * 1024,
             worker_batch_wait_ms: 20,
             delivery_limit: 10,
+            queue_max_messages: 1_000_000,
+            queue_max_bytes: 4 * 1024 * 1024 * 1024,
+            amqp_management_url: None,
             clock_skew_secs: 60,
+            event_not_before: DateTime::UNIX_EPOCH,
             unknown_events: UnknownEventPolicy::Accept,
             max_name_chars: 128,
             max_data_string_chars: 8 * 1024,

@@ -5,6 +5,7 @@ pub mod admin_sessions;
 pub mod admin_users;
 pub mod api_tokens;
 pub mod applications;
+pub mod dead_letters;
 pub mod events;
 pub mod rejected_events;
 pub mod sessions;

@@ -5,13 +5,14 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     /// The rejected event's id.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
     pub application_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
     pub category: String,
     pub name: String,
-    /// The event as received.
-    #[sea_orm(column_type = "JsonBinary")]
-    pub payload: Json,
+    /// The event as received, as JSON text: kept exactly even where jsonb could not hold it.
+    #[sea_orm(column_type = "Text")]
+    pub payload: String,
     /// `[{field, code, message}]`.
     #[sea_orm(column_type = "JsonBinary")]
     pub reasons: Json,

@@ -7,6 +7,8 @@ mod m20261121_000002_create_events_and_sessions;
 mod m20261121_000003_create_rejected_events;
 mod m20261121_000004_create_admin_users;
 mod m20261121_000005_index_events_received_at;
+mod m20261123_000006_application_keys;
+mod m20261123_000007_create_dead_letters;
 
 pub struct Migrator;
 
@@ -19,6 +21,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_create_rejected_events::Migration),
             Box::new(m20261121_000004_create_admin_users::Migration),
             Box::new(m20261121_000005_index_events_received_at::Migration),
+            Box::new(m20261123_000006_application_keys::Migration),
+            Box::new(m20261123_000007_create_dead_letters::Migration),
         ]
     }
 }

@@ -226,7 +226,7 @@ impl TestApp {
             application_id: Set(self.application_id().await),
             category: Set(category.into()),
             name: Set("pageview".into()),
-            payload: Set(payload),
+            payload: Set(payload.to_string()),
             reasons: Set(Value::Array(reasons)),
             received_at: Set(at),
             rejected_at: Set(at),

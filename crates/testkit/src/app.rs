@@ -131,6 +131,7 @@ impl TestApp {
                 if let Some(proxy) = &broker_proxy {
                     amqp.set_port(Some(proxy.addr().port())).unwrap();
                 }
+                settings.amqp_url = Some(SecretString::from(amqp.to_string()));
                 settings.queue_prefix = format!("eye-test-{}", Uuid::new_v4().simple());
                 let cleanup = Cleanup::Services {
                     admin_url: database_url.clone(),
@@ -280,8 +281,9 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A session of [`APPLICATION`].
     pub async fn session(&self, id: Uuid) -> Option<sessions::Model> {
-        sessions::Entity::find_by_id(id)
+        sessions::Entity::find_by_id((self.application_id().await, id))
             .one(&self.db)
             .await
             .unwrap()
@@ -346,6 +348,12 @@ impl Drop for TestApp {
                             .await;
                     }
                     delete_queues(&amqp_url, &prefix).await;
+                    let settings = Settings {
+                        amqp_url: Some(SecretString::from(amqp_url)),
+                        queue_prefix: prefix,
+                        ..Settings::default()
+                    };
+                    let _ = eye_cli::broker::remove_policies(&settings).await;
                 });
             });
             let _ = cleaned.join();

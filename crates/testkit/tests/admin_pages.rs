@@ -110,7 +110,7 @@ fn link(page: &str, id: &str) -> Option<String> {
 fn event_ids(page: &str) -> Vec<String> {
     page.split("href=\"/events/")
         .skip(1)
-        .map(|rest| rest[..36].to_owned())
+        .map(|rest| rest[37..73].to_owned())
         .collect()
 }
 
@@ -473,7 +473,8 @@ async fn a_session_timeline_lists_its_events_in_time_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let session = seed_story(&app).await;
     let mut client = app.admin().await;
-    let (status, page) = client.get(&format!("/sessions/{session}")).await;
+    let app_id = app.application_id().await;
+    let (status, page) = client.get(&format!("/sessions/{app_id}/{session}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("<dd id=\"session-count\">4</dd>"));
     assert!(
@@ -490,7 +491,9 @@ async fn a_session_timeline_lists_its_events_in_time_order(backend: Backend) {
         order.windows(2).all(|w| w[0] < w[1]),
         "time order: {order:?}"
     );
-    let (status, _) = client.get(&format!("/sessions/{}", Uuid::new_v4())).await;
+    let (status, _) = client
+        .get(&format!("/sessions/{app_id}/{}", Uuid::new_v4()))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -677,7 +680,7 @@ async fn the_dashboard_shows_totals_rates_rejections_and_the_queue(backend: Back
     assert!(page.contains("<svg"), "charts are drawn on the server");
     assert!(page.contains("1 of 6 events received were rejected."));
     assert!(
-        page.contains("<code>in_future</code></a></td><td>1</td><td>16.67%</td>"),
+        page.contains("<code>timestamp_in_future</code></a></td><td>1</td><td>16.67%</td>"),
         "{page}"
     );
     assert!(page.contains(">pageview</a></td><td>5</td>"));

@@ -166,7 +166,7 @@ async fn rejected_events_are_read_with_their_reasons_and_payload(backend: Backen
         .seed_rejected(
             "page interaction",
             json!({"path": "/"}),
-            &[("timestamp", "in_future")],
+            &[("timestamp", "timestamp_in_future")],
             now,
         )
         .await;
@@ -178,13 +178,18 @@ async fn rejected_events_are_read_with_their_reasons_and_payload(backend: Backen
     )
     .await;
     let token = read_token(&app).await;
-    let (status, body) = get(&app, &token, "/api/v1/rejected-events?reason=in_future").await;
+    let (status, body) = get(
+        &app,
+        &token,
+        "/api/v1/rejected-events?reason=timestamp_in_future",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let rows = body["rejected_events"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["id"], future.to_string());
     assert_eq!(rows[0]["payload"], json!({"path": "/"}));
-    assert_eq!(rows[0]["reasons"][0]["code"], "in_future");
+    assert_eq!(rows[0]["reasons"][0]["code"], "timestamp_in_future");
     let (_, body) = get(&app, &token, "/api/v1/rejected-events?application=test-app").await;
     assert_eq!(body["rejected_events"].as_array().unwrap().len(), 2);
     let (_, body) = get(

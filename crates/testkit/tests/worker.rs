@@ -94,7 +94,10 @@ async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_on
         [
             ("cta click".into(), vec![pair("data.path", "invalid_type")]),
             ("pageview".into(), vec![pair("data", "not_object")]),
-            ("pageview".into(), vec![pair("timestamp", "in_future")]),
+            (
+                "pageview".into(),
+                vec![pair("timestamp", "timestamp_in_future")]
+            ),
             (
                 "submit".into(),
                 vec![pair("data.form", "required"), pair("data.path", "required")]
@@ -103,7 +106,7 @@ async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_on
     );
     let submit = rejected.iter().find(|r| r.name == "submit").unwrap();
     assert_eq!(
-        submit.payload["data"],
+        serde_json::from_str::<Value>(&submit.payload).unwrap()["data"],
         json!({"host": "h"}),
         "the raw event is kept"
     );
@@ -229,8 +232,9 @@ async fn an_event_with_a_nul_character_is_rejected_and_its_neighbours_stored(bac
         reasons(rejected),
         [("data.host".to_owned(), "invalid_character".to_owned())]
     );
-    assert_eq!(
-        rejected.payload["data"]["host"], "h\u{fffd}x",
-        "kept, with the NUL replaced"
+    assert!(
+        rejected.payload.contains(r#""host":"h\u0000x""#),
+        "kept exactly as sent: {}",
+        rejected.payload
     );
 }

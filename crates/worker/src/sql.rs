@@ -1,5 +1,5 @@
 //! The only SQL that differs between PostgreSQL and SQLite: the session upsert's merge of the
-//! stored row with the incoming (`excluded`) one.
+//! stored row with the incoming (`excluded`) one, and which errors are permanent.
 
 use sea_orm::DbBackend;
 use sea_orm::sea_query::Expr;
@@ -26,8 +26,14 @@ pub fn latest(backend: DbBackend, column: &str) -> Expr {
     }
 }
 
+/// The session's stored count plus the incoming one.
 pub fn sum(column: &str) -> Expr {
-    Expr::cust(format!(r#""sessions"."{column}" + "excluded"."{column}""#))
+    sum_with("sessions", column)
+}
+
+/// `table.column` plus the incoming row's value.
+pub fn sum_with(table: &str, column: &str) -> Expr {
+    Expr::cust(format!(r#""{table}"."{column}" + "excluded"."{column}""#))
 }
 
 /// Whether a failed write may succeed if tried again unchanged. Only errors about the data

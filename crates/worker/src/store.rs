@@ -1,13 +1,14 @@
-//! Writing a batch: events, session upserts and rejected events in one transaction.
+//! Writing rows: events, session upserts, rejected events and dead letters in one transaction.
 
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use eye_entity::{events, rejected_events, sessions};
-use sea_orm::sea_query::OnConflict;
+use eye_entity::{dead_letters, events, rejected_events, sessions};
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, TransactionTrait, TryInsertResult,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Set, TransactionTrait,
 };
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::sql;
@@ -15,11 +16,46 @@ use crate::sql;
 /// Rows per statement: under the bind-parameter limits of PostgreSQL and SQLite.
 const CHUNK: usize = 500;
 
-/// Rows ready to write, built from one or more envelopes.
-#[derive(Default)]
-pub struct Rows {
-    pub events: Vec<events::ActiveModel>,
-    pub rejected: Vec<rejected_events::ActiveModel>,
+/// A valid event; `data` is the JSON text as received.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub application_id: Uuid,
+    pub id: Uuid,
+    pub session_id: Uuid,
+    pub category: String,
+    pub name: String,
+    pub data: String,
+    pub timestamp: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A rejected event: the event as JSON text and why.
+#[derive(Debug, Clone)]
+pub struct RejectedRow {
+    pub application_id: Uuid,
+    pub id: Uuid,
+    pub category: String,
+    pub name: String,
+    pub payload: String,
+    pub reasons: serde_json::Value,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A message, or part of one, that no worker can read.
+#[derive(Debug, Clone)]
+pub struct DeadRow {
+    pub body: Vec<u8>,
+    pub reason: String,
+    /// JSON text of the message's headers.
+    pub headers: String,
+}
+
+/// One thing to store.
+#[derive(Debug, Clone)]
+pub enum Row {
+    Event(EventRow),
+    Rejected(RejectedRow),
+    Dead(DeadRow),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -27,108 +63,226 @@ pub struct Written {
     pub stored: u64,
     pub duplicates: u64,
     pub rejected: u64,
+    pub dead: u64,
 }
 
-/// Stores everything or nothing. Events already stored (same id) are skipped and do not
-/// count again towards their session.
-pub async fn write(db: &DatabaseConnection, rows: &Rows) -> Result<Written, DbErr> {
-    let txn = db.begin().await?;
-    let mut inserted = HashSet::with_capacity(rows.events.len());
-    for chunk in rows.events.chunks(CHUNK) {
-        let result = events::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict_do_nothing()
-            .exec_with_returning_keys(&txn)
-            .await?;
-        if let TryInsertResult::Inserted(ids) = result {
-            inserted.extend(ids);
+impl std::ops::AddAssign for Written {
+    fn add_assign(&mut self, other: Self) {
+        self.stored += other.stored;
+        self.duplicates += other.duplicates;
+        self.rejected += other.rejected;
+        self.dead += other.dead;
+    }
+}
+
+/// Stores everything or nothing. Events already stored (same application and id) are skipped
+/// and do not count again towards their session.
+pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbErr> {
+    let (mut events, mut rejected, mut dead) = (Vec::new(), Vec::new(), Vec::new());
+    for row in rows {
+        match row {
+            Row::Event(e) => events.push(e),
+            Row::Rejected(r) => rejected.push(r),
+            Row::Dead(d) => dead.push(d),
         }
     }
+    let txn = db.begin().await?;
+    let mut inserted = HashSet::with_capacity(events.len());
+    for chunk in events.chunks(CHUNK) {
+        inserted.extend(insert_events(&txn, chunk).await?);
+    }
     let stored = inserted.len() as u64;
-    upsert_sessions(&txn, &rows.events, inserted).await?;
-    let mut rejected = 0;
-    for chunk in rows.rejected.chunks(CHUNK) {
-        let result = rejected_events::Entity::insert_many(chunk.iter().cloned())
-            .on_conflict_do_nothing()
-            .exec_with_returning_keys(&txn)
-            .await?;
-        if let TryInsertResult::Inserted(ids) = result {
-            rejected += ids.len() as u64;
-        }
+    upsert_sessions(&txn, &events, inserted).await?;
+    let mut written_rejected = 0;
+    for chunk in rejected.chunks(CHUNK) {
+        written_rejected += insert_rejected(&txn, chunk).await?;
+    }
+    for chunk in dead.chunks(CHUNK) {
+        record_dead(&txn, chunk).await?;
     }
     txn.commit().await?;
     Ok(Written {
         stored,
-        duplicates: rows.events.len() as u64 - stored,
-        rejected,
+        duplicates: events.len() as u64 - stored,
+        rejected: written_rejected,
+        dead: dead.len() as u64,
     })
 }
 
+/// Inserts events, `data` bound as text (cast to jsonb on PostgreSQL, which keeps numbers
+/// exactly); returns the keys actually inserted.
+async fn insert_events(
+    txn: &impl ConnectionTrait,
+    chunk: &[&EventRow],
+) -> Result<Vec<(Uuid, Uuid)>, DbErr> {
+    use events::Column as C;
+    let backend = txn.get_database_backend();
+    let stored_at = eye_core::event::now();
+    let mut insert = Query::insert();
+    insert
+        .into_table(events::Entity)
+        .columns([
+            C::ApplicationId,
+            C::Id,
+            C::SessionId,
+            C::Category,
+            C::Name,
+            C::Data,
+            C::Timestamp,
+            C::ReceivedAt,
+            C::StoredAt,
+        ])
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .returning(Query::returning().columns([C::ApplicationId, C::Id]));
+    for event in chunk {
+        insert
+            .values([
+                event.application_id.into(),
+                event.id.into(),
+                event.session_id.into(),
+                event.category.clone().into(),
+                event.name.clone().into(),
+                json_text(backend, &event.data),
+                event.timestamp.into(),
+                event.received_at.into(),
+                stored_at.into(),
+            ])
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+    }
+    let rows = txn.query_all(&insert).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("", "application_id")?, row.try_get("", "id")?)))
+        .collect()
+}
+
+fn json_text(backend: DbBackend, text: &str) -> SimpleExpr {
+    match backend {
+        DbBackend::Postgres => {
+            sea_orm::sea_query::ExprTrait::cast_as(Expr::val(text), Alias::new("jsonb"))
+        }
+        _ => Expr::val(text).into(),
+    }
+}
+
+async fn insert_rejected(txn: &impl ConnectionTrait, chunk: &[&RejectedRow]) -> Result<u64, DbErr> {
+    let stored_at = eye_core::event::now();
+    let models = chunk.iter().map(|r| rejected_events::ActiveModel {
+        application_id: Set(r.application_id),
+        id: Set(r.id),
+        category: Set(r.category.clone()),
+        name: Set(r.name.clone()),
+        payload: Set(r.payload.clone()),
+        reasons: Set(r.reasons.clone()),
+        received_at: Set(r.received_at),
+        rejected_at: Set(stored_at),
+    });
+    let result = rejected_events::Entity::insert_many(models)
+        .on_conflict_do_nothing()
+        .exec_without_returning(txn)
+        .await?;
+    Ok(match result {
+        sea_orm::TryInsertResult::Inserted(n) => n,
+        _ => 0,
+    })
+}
+
+/// Records dead letters; the same body dead again counts on its row.
+pub async fn record_dead(txn: &impl ConnectionTrait, chunk: &[&DeadRow]) -> Result<(), DbErr> {
+    use dead_letters::Column as C;
+    let now = eye_core::event::now();
+    // One row per distinct body within the chunk too, or the upsert would touch a row twice.
+    let mut seen = HashSet::new();
+    let models: Vec<_> = chunk
+        .iter()
+        .map(|d| (hex(&Sha256::digest(&d.body)), d))
+        .filter(|(digest, _)| seen.insert(digest.clone()))
+        .map(|(digest, d)| dead_letters::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            digest: Set(digest),
+            body: Set(d.body.clone()),
+            reason: Set(d.reason.clone()),
+            headers: Set(d.headers.clone()),
+            first_dead_at: Set(now),
+            last_dead_at: Set(now),
+            count: Set(1),
+        })
+        .collect();
+    if models.is_empty() {
+        return Ok(());
+    }
+    let on_conflict = OnConflict::column(C::Digest)
+        .update_columns([C::Reason, C::Headers, C::LastDeadAt])
+        .value(C::Count, sql::sum_with("dead_letters", "count"))
+        .to_owned();
+    dead_letters::Entity::insert_many(models)
+        .on_conflict(on_conflict)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 struct SessionDelta {
-    application_id: Uuid,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
     count: i64,
 }
 
-/// One atomic upsert per session. Sessions are written in id order so that concurrent
+/// One atomic upsert per session. Sessions are written in key order so that concurrent
 /// workers lock rows in the same order and cannot deadlock.
 async fn upsert_sessions(
     txn: &impl ConnectionTrait,
-    events: &[events::ActiveModel],
-    mut inserted: HashSet<Uuid>,
+    events: &[&EventRow],
+    mut inserted: HashSet<(Uuid, Uuid)>,
 ) -> Result<(), DbErr> {
-    let mut deltas: BTreeMap<Uuid, SessionDelta> = BTreeMap::new();
+    let mut deltas: BTreeMap<(Uuid, Uuid), SessionDelta> = BTreeMap::new();
     for event in events {
-        let (Some(id), Some(session), Some(app), Some(at)) = (
-            event.id.try_as_ref(),
-            event.session_id.try_as_ref(),
-            event.application_id.try_as_ref(),
-            event.timestamp.try_as_ref(),
-        ) else {
-            continue;
-        };
         // `remove`, not `contains`: the same id twice in one batch was inserted once and
         // counts once.
-        if !inserted.remove(id) {
+        if !inserted.remove(&(event.application_id, event.id)) {
             continue;
         }
+        let at = event.timestamp;
         deltas
-            .entry(*session)
+            .entry((event.application_id, event.session_id))
             .and_modify(|d| {
-                d.first_seen = d.first_seen.min(*at);
-                d.last_seen = d.last_seen.max(*at);
+                d.first_seen = d.first_seen.min(at);
+                d.last_seen = d.last_seen.max(at);
                 d.count += 1;
             })
             .or_insert(SessionDelta {
-                application_id: *app,
-                first_seen: *at,
-                last_seen: *at,
+                first_seen: at,
+                last_seen: at,
                 count: 1,
             });
     }
     let backend = txn.get_database_backend();
     let models: Vec<sessions::ActiveModel> = deltas
         .into_iter()
-        .map(|(id, d)| sessions::ActiveModel {
-            id: sea_orm::Set(id),
-            application_id: sea_orm::Set(d.application_id),
-            first_seen: sea_orm::Set(d.first_seen),
-            last_seen: sea_orm::Set(d.last_seen),
-            event_count: sea_orm::Set(d.count),
+        .map(|((application_id, id), d)| sessions::ActiveModel {
+            application_id: Set(application_id),
+            id: Set(id),
+            first_seen: Set(d.first_seen),
+            last_seen: Set(d.last_seen),
+            event_count: Set(d.count),
         })
         .collect();
     for chunk in models.chunks(CHUNK) {
-        let on_conflict = OnConflict::column(sessions::Column::Id)
-            .value(
-                sessions::Column::FirstSeen,
-                sql::earliest(backend, "first_seen"),
-            )
-            .value(
-                sessions::Column::LastSeen,
-                sql::latest(backend, "last_seen"),
-            )
-            .value(sessions::Column::EventCount, sql::sum("event_count"))
-            .to_owned();
+        let on_conflict =
+            OnConflict::columns([sessions::Column::ApplicationId, sessions::Column::Id])
+                .value(
+                    sessions::Column::FirstSeen,
+                    sql::earliest(backend, "first_seen"),
+                )
+                .value(
+                    sessions::Column::LastSeen,
+                    sql::latest(backend, "last_seen"),
+                )
+                .value(sessions::Column::EventCount, sql::sum("event_count"))
+                .to_owned();
         sessions::Entity::insert_many(chunk.iter().cloned())
             .on_conflict(on_conflict)
             .exec_without_returning(txn)

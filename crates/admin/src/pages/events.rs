@@ -12,10 +12,11 @@ use crate::auth::{self, Viewer};
 use crate::error::PageError;
 use crate::filter::{EventQuery, parse_cursor};
 use crate::queries::{self, events::Order, events::PageRequest};
-use crate::views::{Time, html, pretty, query_string, summary};
+use crate::views::{Time, html, query_string, summary};
 
 /// One row of an events table.
 pub struct EventRow {
+    pub application_id: Uuid,
     pub id: Uuid,
     pub time: Time,
     pub application: String,
@@ -28,6 +29,7 @@ pub struct EventRow {
 impl EventRow {
     fn new(event: &events::Model, names: &HashMap<Uuid, String>) -> Self {
         Self {
+            application_id: event.application_id,
             id: event.id,
             time: event.timestamp.into(),
             application: names
@@ -138,20 +140,23 @@ struct EventPage {
 pub async fn detail(
     request: HttpRequest,
     state: web::Data<State>,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
-    let id = Uuid::parse_str(&id).map_err(|_| PageError::NotFound)?;
-    let event = queries::events::find(&state.db, id)
+    let (application_id, id) = parse_key(&path)?;
+    let event = queries::events::find(&state.db, application_id, id)
         .await?
         .ok_or(PageError::NotFound)?;
+    let data = queries::events::data_text(&state.db, application_id, id)
+        .await?
+        .unwrap_or_default();
     let names = queries::application_names(&state.db).await?;
     html(&EventPage {
         viewer: Some(viewer),
         row: EventRow::new(&event, &names),
         received: event.received_at.into(),
         stored: event.stored_at.into(),
-        data: pretty(&event.data),
+        data,
     })
 }
 
@@ -173,15 +178,16 @@ struct SessionPage {
 pub async fn session(
     request_: HttpRequest,
     state: web::Data<State>,
-    id: web::Path<String>,
+    path: web::Path<(String, String)>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request_, &state).await?;
-    let id = Uuid::parse_str(&id).map_err(|_| PageError::NotFound)?;
-    let session = queries::events::session(&state.db, id)
+    let (application_id, id) = parse_key(&path)?;
+    let session = queries::events::session(&state.db, application_id, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let filter = crate::filter::EventFilter {
+        application_id: Some(application_id),
         session_id: Some(id),
         ..Default::default()
     };
@@ -193,7 +199,7 @@ pub async fn session(
     .await?;
     let names = queries::application_names(&state.db).await?;
     let link = |key: &str, cursor: crate::filter::Cursor| {
-        format!("/sessions/{id}?{key}={}", cursor.encode())
+        format!("/sessions/{application_id}/{id}?{key}={}", cursor.encode())
     };
     html(&SessionPage {
         viewer: Some(viewer),
@@ -213,4 +219,10 @@ pub async fn session(
         next_href: found.next.map(|c| link("after", c)),
         prev_href: found.prev.map(|c| link("before", c)),
     })
+}
+
+/// `(application id, id)` from a path; anything else is a page that does not exist.
+fn parse_key(path: &(String, String)) -> Result<(Uuid, Uuid), PageError> {
+    let parse = |s: &str| Uuid::parse_str(s).map_err(|_| PageError::NotFound);
+    Ok((parse(&path.0)?, parse(&path.1)?))
 }

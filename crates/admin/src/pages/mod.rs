@@ -16,8 +16,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(login::logout))
         .route("/events", web::get().to(events::list))
         .route("/events.csv", web::get().to(events::export))
-        .route("/events/{id}", web::get().to(events::detail))
-        .route("/sessions/{id}", web::get().to(events::session))
+        .route("/events/{application}/{id}", web::get().to(events::detail))
+        .route(
+            "/sessions/{application}/{id}",
+            web::get().to(events::session),
+        )
         .route("/rejected", web::get().to(rejected::list))
         .route("/applications", web::get().to(apps::list))
         .route("/applications", web::post().to(apps::create))

@@ -12,7 +12,7 @@ use crate::filter::parse_cursor;
 use crate::queries::{
     self, events::Order, events::PageRequest, rejected::Reason, rejected::RejectedQuery,
 };
-use crate::views::{Time, html, pretty, query_string};
+use crate::views::{Time, html, query_string};
 
 pub struct RejectedRow {
     pub id: Uuid,
@@ -65,7 +65,7 @@ pub async fn list(
             category: row.category.clone(),
             name: row.name.clone(),
             reasons: queries::rejected::reasons(row),
-            payload: pretty(&row.payload),
+            payload: row.payload.clone(),
         })
         .collect();
     let link = |after: String, before: String| {

@@ -19,6 +19,9 @@ pub async fn select(
     if let Some(name) = &filter.application {
         select = select.filter(Column::ApplicationId.eq(super::application_id(db, name).await?));
     }
+    if let Some(id) = filter.application_id {
+        select = select.filter(Column::ApplicationId.eq(id));
+    }
     if let Some(session) = filter.session_id {
         select = select.filter(Column::SessionId.eq(session));
     }
@@ -64,13 +67,45 @@ pub async fn page(
     keyset::page(db, select, columns, request, cursor).await
 }
 
-pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<events::Model>, DbErr> {
-    events::Entity::find_by_id(id).one(db).await
+pub async fn find(
+    db: &impl ConnectionTrait,
+    application_id: Uuid,
+    id: Uuid,
+) -> Result<Option<events::Model>, DbErr> {
+    events::Entity::find_by_id((application_id, id))
+        .one(db)
+        .await
 }
 
+/// An event's `data` as stored, as text: numbers exactly as sent (the model's JSON value
+/// goes through `f64`).
+pub async fn data_text(
+    db: &impl ConnectionTrait,
+    application_id: Uuid,
+    id: Uuid,
+) -> Result<Option<String>, DbErr> {
+    use sea_orm::{QuerySelect, sea_query::Alias};
+    events::Entity::find_by_id((application_id, id))
+        .select_only()
+        .column_as(
+            sea_orm::sea_query::ExprTrait::cast_as(
+                Expr::col(events::Column::Data),
+                Alias::new("text"),
+            ),
+            "data",
+        )
+        .into_tuple::<String>()
+        .one(db)
+        .await
+}
+
+/// One application's session.
 pub async fn session(
     db: &impl ConnectionTrait,
+    application_id: Uuid,
     id: Uuid,
 ) -> Result<Option<sessions::Model>, DbErr> {
-    sessions::Entity::find_by_id(id).one(db).await
+    sessions::Entity::find_by_id((application_id, id))
+        .one(db)
+        .await
 }

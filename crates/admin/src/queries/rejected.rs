@@ -13,7 +13,7 @@ use crate::filter::{Cursor, FilterError, parse_time};
 #[serde(default)]
 pub struct RejectedQuery {
     pub application: String,
-    /// A reason code, e.g. `in_future`.
+    /// A reason code, e.g. `timestamp_in_future`.
     pub reason: String,
     /// Rejected at or after this time (UTC unless it says otherwise).
     pub from: String,

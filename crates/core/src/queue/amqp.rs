@@ -8,7 +8,7 @@ use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
@@ -20,78 +20,87 @@ use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Topology};
 const PERSISTENT: u8 = 2;
 
 /// Declares the exchanges and queues. Idempotent: api and workers all call it, whoever starts
-/// first creates them, and the arguments are the same everywhere.
-pub async fn declare(
-    channel: &Channel,
-    topology: &Topology,
-    delivery_limit: u32,
-) -> Result<(), lapin::Error> {
+/// first creates them. Queues are declared with their type only; everything an operator may
+/// change (delivery limit, dead-lettering, length limits) is a broker policy, so changing it
+/// never makes a declaration fail. A queue that already exists with other arguments (declared
+/// by an older version) is used as it is, with a warning naming the difference.
+pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(), lapin::Error> {
+    let channel = connection.create_channel().await?;
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    let queue_options = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    for (exchange, kind) in [
+        (&topology.dead_exchange, ExchangeKind::Fanout),
+        (&topology.exchange, ExchangeKind::Direct),
+    ] {
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                kind,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let channel = declare_queue(connection, channel, &topology.dead_queue).await?;
+    let channel = declare_queue(connection, channel, &topology.queue).await?;
+    for (queue, exchange, key) in [
+        (&topology.dead_queue, &topology.dead_exchange, ""),
+        (
+            &topology.queue,
+            &topology.exchange,
+            topology.routing_key.as_str(),
+        ),
+    ] {
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Declares a durable quorum queue; if it exists with other arguments, checks that it exists
+/// (a passive declaration) on a new channel, since the broker closed the first one.
+async fn declare_queue(
+    connection: &Connection,
+    channel: Channel,
+    queue: &str,
+) -> Result<Channel, lapin::Error> {
     let mut quorum = FieldTable::default();
     quorum.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
-
-    channel
-        .exchange_declare(
-            topology.dead_exchange.as_str().into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(
-            topology.dead_queue.as_str().into(),
-            queue_options,
-            quorum.clone(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            topology.dead_queue.as_str().into(),
-            topology.dead_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-
-    let mut ingest = quorum;
-    let limit = i32::try_from(delivery_limit).unwrap_or(i32::MAX);
-    ingest.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit));
-    ingest.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(topology.dead_exchange.as_str().into()),
-    );
-    channel
-        .exchange_declare(
-            topology.exchange.as_str().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_declare(topology.queue.as_str().into(), queue_options, ingest)
-        .await?;
-    channel
-        .queue_bind(
-            topology.queue.as_str().into(),
-            topology.exchange.as_str().into(),
-            topology.routing_key.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    match channel.queue_declare(queue.into(), options, quorum).await {
+        Ok(_) => Ok(channel),
+        Err(e) if e.to_string().contains("PRECONDITION_FAILED") => {
+            tracing::warn!(queue, difference = %e,
+                "the queue exists with other arguments (declared by an older version); using it as it is. \
+                 Its own arguments take precedence over the policy `eye migrate` sets");
+            let channel = connection.create_channel().await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..options
+            };
+            channel
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await?;
+            Ok(channel)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Publishes over a fixed set of confirm-mode channels shared by every request. Each request
@@ -103,7 +112,6 @@ pub struct AmqpPublisher {
     slots: Vec<Mutex<Option<Channel>>>,
     next: AtomicUsize,
     topology: Topology,
-    delivery_limit: u32,
     timeout: Duration,
 }
 
@@ -111,7 +119,6 @@ impl AmqpPublisher {
     pub fn new(
         url: &str,
         topology: Topology,
-        delivery_limit: u32,
         channels: usize,
         timeout: Duration,
     ) -> Result<Self, PublishError> {
@@ -134,7 +141,6 @@ impl AmqpPublisher {
             slots: (0..channels.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             topology,
-            delivery_limit,
             timeout,
         })
     }
@@ -145,7 +151,6 @@ impl AmqpPublisher {
         Self::new(
             &self.url,
             self.topology.clone(),
-            self.delivery_limit,
             self.slots.len(),
             self.timeout,
         )
@@ -198,10 +203,10 @@ impl AmqpPublisher {
             return Ok(channel.clone());
         }
         let connection = self.pool.get().await.map_err(unavailable)?;
-        let channel = connection.create_channel().await.map_err(unavailable)?;
-        declare(&channel, &self.topology, self.delivery_limit)
+        declare(&connection, &self.topology)
             .await
             .map_err(unavailable)?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -219,8 +224,9 @@ fn unavailable(error: impl std::fmt::Display) -> PublishError {
 /// the next call after the broker went away; unacknowledged messages return to the queue.
 pub struct AmqpConsumer {
     url: String,
+    /// The queue consumed: the ingest queue, or the dead-letter queue.
+    queue: String,
     topology: Topology,
-    delivery_limit: u32,
     prefetch: u16,
     live: Option<Live>,
 }
@@ -233,26 +239,38 @@ struct Live {
 }
 
 impl AmqpConsumer {
-    pub fn new(url: &str, topology: Topology, delivery_limit: u32, prefetch: u16) -> Self {
+    pub fn new(url: &str, topology: Topology, prefetch: u16) -> Self {
         Self {
             url: url.to_owned(),
+            queue: topology.queue.clone(),
             topology,
-            delivery_limit,
             prefetch,
             live: None,
         }
     }
 
+    /// A consumer of the dead-letter queue instead of the ingest queue.
+    pub fn of_dead_letters(url: &str, topology: Topology, prefetch: u16) -> Self {
+        Self {
+            queue: topology.dead_queue.clone(),
+            ..Self::new(url, topology, prefetch)
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.live = None;
+    }
+
     async fn connect(&self) -> Result<Live, lapin::Error> {
         let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        declare(&connection, &self.topology).await?;
         let channel = connection.create_channel().await?;
-        declare(&channel, &self.topology, self.delivery_limit).await?;
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
         let consumer = channel
             .basic_consume(
-                self.topology.queue.as_str().into(),
+                self.queue.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -324,21 +342,49 @@ impl AmqpConsumer {
     }
 }
 
-pub(super) async fn dead_letter(acker: &lapin::Acker) -> Result<(), ConsumeError> {
-    acker
-        .reject(BasicRejectOptions { requeue: false })
-        .await
-        .map(|_| ())
-        .map_err(lost)
-}
-
 fn into_delivery(delivery: lapin::message::Delivery) -> Delivery {
     Delivery {
         body: delivery.data,
+        headers: delivery.properties.headers().clone(),
         acker: Acker::Amqp(delivery.acker),
     }
 }
 
 fn lost(error: impl std::fmt::Display) -> ConsumeError {
     ConsumeError(error.to_string())
+}
+
+/// AMQP headers as JSON, for people reading a dead letter.
+pub(super) fn headers_json(table: &FieldTable) -> serde_json::Value {
+    serde_json::Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.to_string(), value_json(v)))
+            .collect(),
+    )
+}
+
+fn value_json(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        AMQPValue::Boolean(b) => J::Bool(*b),
+        AMQPValue::ShortShortInt(n) => J::from(*n),
+        AMQPValue::ShortShortUInt(n) => J::from(*n),
+        AMQPValue::ShortInt(n) => J::from(*n),
+        AMQPValue::ShortUInt(n) => J::from(*n),
+        AMQPValue::LongInt(n) => J::from(*n),
+        AMQPValue::LongUInt(n) => J::from(*n),
+        AMQPValue::LongLongInt(n) => J::from(*n),
+        AMQPValue::Timestamp(n) => J::from(*n),
+        AMQPValue::Float(n) => J::from(*n),
+        AMQPValue::Double(n) => J::from(*n),
+        AMQPValue::ShortString(s) => J::String(s.to_string()),
+        AMQPValue::LongString(s) => J::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::FieldArray(items) => J::Array(items.as_slice().iter().map(value_json).collect()),
+        AMQPValue::FieldTable(table) => headers_json(table),
+        AMQPValue::ByteArray(bytes) => J::String(format!("{} bytes", bytes.as_slice().len())),
+        AMQPValue::DecimalValue(d) => J::String(format!("{d:?}")),
+        AMQPValue::Void => J::Null,
+    }
 }

@@ -92,6 +92,7 @@ impl MemoryQueue {
             bytes += body.len();
             batch.push(Delivery {
                 body,
+                headers: None,
                 acker: Acker::Memory,
             });
         }
@@ -99,6 +100,13 @@ impl MemoryQueue {
             self.inner.ready.notify_one();
         }
         batch
+    }
+
+    /// Drops every queued message; returns how many.
+    pub(super) fn abandon(&self) -> usize {
+        let dropped = self.messages().drain(..).count();
+        self.release(dropped);
+        dropped
     }
 
     pub(super) fn release(&self, n: usize) {

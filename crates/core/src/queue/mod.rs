@@ -102,7 +102,19 @@ impl Publisher {
 /// One message taken from the queue, not yet acknowledged.
 pub struct Delivery {
     pub body: Vec<u8>,
+    /// AMQP headers (`x-death` on a dead-lettered message); none on the in-process queue.
+    headers: Option<lapin::types::FieldTable>,
     acker: Acker,
+}
+
+impl Delivery {
+    /// The message's headers as JSON text, `{}` when it has none.
+    pub fn headers_json(&self) -> String {
+        self.headers
+            .as_ref()
+            .map(|h| amqp::headers_json(h).to_string())
+            .unwrap_or_else(|| "{}".into())
+    }
 }
 
 enum Acker {
@@ -179,19 +191,19 @@ impl Consumer {
         }
     }
 
-    /// Gives up on one message for good: it goes to the dead-letter queue.
-    pub async fn dead_letter(&mut self, delivery: Delivery) -> Result<(), ConsumeError> {
-        match (self, delivery.acker) {
-            (Consumer::Amqp(_), Acker::Amqp(acker)) => amqp::dead_letter(&acker).await,
-            (Consumer::Memory(memory), _) => {
-                tracing::error!(
-                    bytes = delivery.body.len(),
-                    "dropped a message that cannot be stored; the in-process queue has no dead-letter queue"
-                );
-                memory.release(1);
-                Ok(())
-            }
-            (Consumer::Amqp(_), Acker::Memory) => Ok(()),
+    /// Forgets the connection after a failed batch: RabbitMQ puts back what was not acked.
+    pub fn reset(&mut self) {
+        if let Consumer::Amqp(amqp) = self {
+            amqp.reset();
+        }
+    }
+
+    /// Gives up on everything the in-process queue still holds (a stopping worker that cannot
+    /// store it); returns how many messages that was. RabbitMQ keeps its own.
+    pub fn abandon(&mut self) -> usize {
+        match self {
+            Consumer::Amqp(_) => 0,
+            Consumer::Memory(memory) => memory.abandon(),
         }
     }
 }

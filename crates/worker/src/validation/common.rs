@@ -8,8 +8,12 @@ use serde_json::Value;
 /// Longest category or name the schema can hold.
 const COLUMN_CHARS: usize = 128;
 
+/// Longest field path named in a reason; deeper paths are cut.
+const PATH_CHARS: usize = 256;
+
 pub(super) struct Limits {
     clock_skew: Duration,
+    not_before: DateTime<Utc>,
     max_name_chars: usize,
     max_data_string_chars: usize,
 }
@@ -18,6 +22,7 @@ impl From<&Settings> for Limits {
     fn from(settings: &Settings) -> Self {
         Self {
             clock_skew: Duration::seconds(settings.clock_skew_secs),
+            not_before: settings.event_not_before,
             max_name_chars: settings.max_name_chars.min(COLUMN_CHARS),
             max_data_string_chars: settings.max_data_string_chars,
         }
@@ -34,11 +39,21 @@ pub(super) fn check(
     for (field, value) in [("category", &event.category), ("name", &event.name)] {
         check_label(field, value, limits.max_name_chars, &mut reasons);
     }
-    if event.timestamp > received_at + limits.clock_skew {
+    if event.timestamp < limits.not_before {
+        reasons.push(FieldError::new(
+            "timestamp",
+            "timestamp_too_old",
+            format!(
+                "timestamp {} is before {}, the earliest accepted",
+                event.timestamp.to_rfc3339(),
+                limits.not_before.to_rfc3339()
+            ),
+        ));
+    } else if event.timestamp > received_at + limits.clock_skew {
         let ahead = (event.timestamp - received_at).num_seconds();
         reasons.push(FieldError::new(
             "timestamp",
-            "in_future",
+            "timestamp_in_future",
             format!(
                 "timestamp {} is {ahead} s after the event was received; at most {} s of clock skew is allowed",
                 event.timestamp.to_rfc3339(),
@@ -81,6 +96,16 @@ fn check_label(field: &str, value: &str, max: usize, reasons: &mut Vec<FieldErro
 }
 
 /// Walks `data`: strings within the limit and no NUL characters, which PostgreSQL cannot store.
+/// `path.key` (or `path[i]`), cut at [`PATH_CHARS`] so that deep nesting cannot grow reasons.
+fn child(path: &str, step: std::fmt::Arguments) -> String {
+    let mut child = format!("{path}{step}");
+    if child.chars().count() > PATH_CHARS {
+        child = child.chars().take(PATH_CHARS - 1).collect();
+        child.push('…');
+    }
+    child
+}
+
 fn check_strings(path: &str, value: &Value, max: usize, reasons: &mut Vec<FieldError>) {
     match value {
         Value::String(s) if s.contains('\0') => reasons.push(FieldError::new(
@@ -103,12 +128,12 @@ fn check_strings(path: &str, value: &Value, max: usize, reasons: &mut Vec<FieldE
                     ));
                     continue;
                 }
-                check_strings(&format!("{path}.{key}"), value, max, reasons);
+                check_strings(&child(path, format_args!(".{key}")), value, max, reasons);
             }
         }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                check_strings(&format!("{path}[{i}]"), item, max, reasons);
+                check_strings(&child(path, format_args!("[{i}]")), item, max, reasons);
             }
         }
         _ => {}

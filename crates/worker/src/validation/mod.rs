@@ -2,6 +2,7 @@
 //! type's factory; rules every event must meet live in [`common`].
 
 mod common;
+pub mod tree;
 mod typed;
 pub mod types;
 
@@ -13,6 +14,22 @@ use eye_core::{Event, FieldError};
 use serde_json::Value;
 
 pub use typed::Typed;
+
+/// Most reasons kept for one rejected event, as in the api's 400s; one more counts the rest.
+pub const MAX_REASONS: usize = 50;
+
+fn cap(mut reasons: Vec<FieldError>) -> Vec<FieldError> {
+    if reasons.len() > MAX_REASONS {
+        let more = reasons.len() - MAX_REASONS;
+        reasons.truncate(MAX_REASONS);
+        reasons.push(FieldError::new(
+            "",
+            "more_reasons",
+            format!("{more} more reasons were left out"),
+        ));
+    }
+    reasons
+}
 
 /// Checks the `data` of one event type.
 pub trait EventValidator: Send + Sync {
@@ -61,8 +78,15 @@ impl Registry {
             );
     }
 
-    /// Every reason to reject the event; empty when it should be stored.
-    pub fn check(
+    /// Every reason to reject the event, at most [`MAX_REASONS`] and one that counts the
+    /// rest; empty when it should be stored.
+    pub fn check(&self, event: &Event, received_at: DateTime<Utc>) -> Vec<FieldError> {
+        let (data, mut reasons) = tree::of(event.data.get());
+        reasons.extend(self.check_tree(event, &data, received_at));
+        cap(reasons)
+    }
+
+    fn check_tree(
         &self,
         event: &Event,
         data: &Value,
@@ -114,7 +138,7 @@ mod tests {
             timestamp: received_at - Duration::seconds(1),
         };
         Registry::builtin(settings)
-            .check(&event, &data, received_at)
+            .check(&event, received_at)
             .into_iter()
             .map(|r| (r.field, r.code))
             .collect()

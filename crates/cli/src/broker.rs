@@ -1,0 +1,233 @@
+//! The broker policy for a prefix's queues. What an operator may change about a queue
+//! (delivery limit, dead-lettering, length limits) is a RabbitMQ policy, set through the
+//! management api by `eye migrate` and, idempotently, by every service at start: a policy
+//! changes on a live queue, where a queue argument would need the queue deleted.
+
+use anyhow::{Context, bail};
+use eye_core::Settings;
+use eye_core::queue::Topology;
+use reqwest::Url;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+/// The management api's base URL, user and password.
+struct Management {
+    base: Url,
+    user: String,
+    password: String,
+    vhost: String,
+}
+
+/// Sets (or updates) the ingest and dead-letter queue policies. `Ok(false)` when the
+/// operator turned this off (`amqp_management_url = "off"`).
+pub async fn apply_policies(settings: &Settings) -> anyhow::Result<bool> {
+    let Some(management) = management(settings)? else {
+        return Ok(false);
+    };
+    let topology = Topology::new(&settings.queue_prefix);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    for (name, definition) in policies(settings, &topology) {
+        let url = management.policy_url(&name)?;
+        let response = client
+            .put(url)
+            .basic_auth(&management.user, Some(&management.password))
+            .json(&definition)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "amqp_management_url: could not reach RabbitMQ's management api at {} to set policy `{name}`",
+                    management.base
+                )
+            })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            bail!("amqp_management_url: RabbitMQ refused policy `{name}` ({status}): {body}");
+        }
+    }
+    Ok(true)
+}
+
+/// Removes the prefix's policies (tests that delete their queues).
+pub async fn remove_policies(settings: &Settings) -> anyhow::Result<()> {
+    let Some(management) = management(settings)? else {
+        return Ok(());
+    };
+    let client = reqwest::Client::new();
+    for (name, _) in policies(settings, &Topology::new(&settings.queue_prefix)) {
+        client
+            .delete(management.policy_url(&name)?)
+            .basic_auth(&management.user, Some(&management.password))
+            .send()
+            .await?;
+    }
+    Ok(())
+}
+
+/// The policy of each queue, by name. Dead-lettering is `at-least-once`, which RabbitMQ
+/// honours only with `overflow: reject-publish`: a full queue refuses publishes (the api
+/// answers 503) instead of dropping the oldest message.
+fn policies(settings: &Settings, topology: &Topology) -> Vec<(String, Value)> {
+    let exact = |queue: &str| format!("^{}$", regex_escape(queue));
+    vec![
+        (
+            topology.queue.clone(),
+            json!({
+                "pattern": exact(&topology.queue),
+                "apply-to": "queues",
+                "priority": 10,
+                "definition": {
+                    "delivery-limit": settings.delivery_limit,
+                    "dead-letter-exchange": topology.dead_exchange,
+                    "dead-letter-strategy": "at-least-once",
+                    "overflow": "reject-publish",
+                    "max-length": settings.queue_max_messages,
+                    "max-length-bytes": settings.queue_max_bytes,
+                },
+            }),
+        ),
+        (
+            topology.dead_queue.clone(),
+            json!({
+                "pattern": exact(&topology.dead_queue),
+                "apply-to": "queues",
+                "priority": 10,
+                "definition": {
+                    "overflow": "reject-publish",
+                    "max-length": settings.queue_max_messages,
+                    "max-length-bytes": settings.queue_max_bytes,
+                },
+            }),
+        ),
+    ]
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special
+                .then_some('\\')
+                .into_iter()
+                .chain(std::iter::once(c))
+        })
+        .collect()
+}
+
+fn management(settings: &Settings) -> anyhow::Result<Option<Management>> {
+    let amqp = Url::parse(settings.amqp_url()?).context("amqp_url is not a URL")?;
+    let vhost = match amqp.path().trim_start_matches('/') {
+        "" => "/".to_owned(),
+        path => percent_decode(path),
+    };
+    let (base, user, password) = match &settings.amqp_management_url {
+        Some(url) if url.expose_secret().eq_ignore_ascii_case("off") => return Ok(None),
+        Some(url) => {
+            let url = Url::parse(url.expose_secret())
+                .context("amqp_management_url is not a URL (or `off`)")?;
+            let user = if url.username().is_empty() {
+                amqp.username()
+            } else {
+                url.username()
+            };
+            let password = url.password().or(amqp.password()).unwrap_or("guest");
+            (url.clone(), percent_decode(user), percent_decode(password))
+        }
+        None => {
+            let host = amqp.host_str().unwrap_or("localhost");
+            let base =
+                Url::parse(&format!("http://{host}:15672/")).context("amqp_url has no host")?;
+            let user = if amqp.username().is_empty() {
+                "guest"
+            } else {
+                amqp.username()
+            };
+            let password = amqp.password().unwrap_or("guest");
+            (base, percent_decode(user), percent_decode(password))
+        }
+    };
+    Ok(Some(Management {
+        base,
+        user,
+        password,
+        vhost,
+    }))
+}
+
+impl Management {
+    fn policy_url(&self, name: &str) -> anyhow::Result<Url> {
+        let mut url = self.base.clone();
+        url.set_username("").ok();
+        url.set_password(None).ok();
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("amqp_management_url cannot be a base URL"))?
+            .pop_if_empty()
+            .extend(["api", "policies", &self.vhost, name]);
+        Ok(url)
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(amqp: &str, management: Option<&str>) -> Settings {
+        Settings {
+            amqp_url: Some(amqp.into()),
+            amqp_management_url: management.map(Into::into),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn the_management_api_is_found_beside_the_broker_with_its_credentials() {
+        let m = management(&settings("amqp://eye:p%40ss@mq:5672/%2f", None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.base.as_str(), "http://mq:15672/");
+        assert_eq!((m.user.as_str(), m.password.as_str()), ("eye", "p@ss"));
+        assert_eq!(
+            m.policy_url("eye.events.ingest").unwrap().as_str(),
+            "http://mq:15672/api/policies/%2F/eye.events.ingest"
+        );
+        let off = management(&settings("amqp://mq/%2f", Some("off"))).unwrap();
+        assert!(off.is_none());
+    }
+
+    #[test]
+    fn a_policy_matches_its_queue_only() {
+        let topology = Topology::new("t.1");
+        let all = policies(&Settings::default(), &topology);
+        assert_eq!(all[0].1["pattern"], r"^t\.1\.events\.ingest$");
+        assert_eq!(
+            all[0].1["definition"]["dead-letter-strategy"],
+            "at-least-once"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! One batch: decode every message, validate every event, store the rows, then acknowledge.
+
+use eye_core::queue::Delivery;
+use eye_core::{Event, FieldError};
+use serde_json::Value;
+
+use crate::decode::{self, Context, Part};
+use crate::store::{DeadRow, EventRow, RejectedRow, Row};
+use crate::{BatchOutcome, Worker, WorkerError};
+
+impl Worker {
+    #[tracing::instrument(skip_all, fields(messages = batch.len()))]
+    pub(crate) async fn handle(
+        &mut self,
+        batch: Vec<Delivery>,
+    ) -> Result<BatchOutcome, WorkerError> {
+        let mut outcome = BatchOutcome {
+            messages: batch.len(),
+            ..Default::default()
+        };
+        let mut parts = Vec::new();
+        let mut rows = Vec::new();
+        for delivery in &batch {
+            decode::message(&delivery.body, &mut parts);
+            for part in parts.drain(..) {
+                rows.push(self.row(part, || delivery.headers_json()));
+            }
+        }
+        outcome.add(self.store(rows).await?);
+        self.consumer.ack(batch).await?;
+        Ok(outcome)
+    }
+
+    fn row(&self, part: Part, headers: impl FnOnce() -> String) -> Row {
+        match part {
+            Part::Event(context, event) => {
+                let reasons = self.registry.check(&event, context.received_at);
+                if reasons.is_empty() {
+                    Row::Event(EventRow {
+                        application_id: context.application_id,
+                        id: event.id,
+                        session_id: event.session_id,
+                        category: event.category,
+                        name: event.name,
+                        data: event.data.get().to_owned(),
+                        timestamp: event.timestamp,
+                        received_at: context.received_at,
+                    })
+                } else {
+                    Row::Rejected(rejected(context, &event, reasons))
+                }
+            }
+            Part::Unreadable(context, raw, reason) => Row::Rejected(RejectedRow {
+                application_id: context.application_id,
+                id: decode::id_of_unreadable(context.application_id, &raw),
+                category: String::new(),
+                name: String::new(),
+                payload: raw,
+                reasons: reasons_json(&[reason]),
+                received_at: context.received_at,
+            }),
+            Part::Dead { body, reason } => {
+                tracing::error!(%reason, bytes = body.len(), "message kept in dead_letters");
+                Row::Dead(DeadRow {
+                    body,
+                    reason,
+                    headers: headers(),
+                })
+            }
+        }
+    }
+}
+
+/// The event as it travelled, as JSON text (its `data` exactly as received).
+pub(crate) fn rejected(context: Context, event: &Event, reasons: Vec<FieldError>) -> RejectedRow {
+    RejectedRow {
+        application_id: context.application_id,
+        id: event.id,
+        category: truncate(&event.category),
+        name: truncate(&event.name),
+        payload: serde_json::to_string(event).unwrap_or_default(),
+        reasons: reasons_json(&reasons),
+        received_at: context.received_at,
+    }
+}
+
+fn reasons_json(reasons: &[FieldError]) -> Value {
+    serde_json::to_value(reasons).unwrap_or(Value::Null)
+}
+
+/// Category and name of a rejected event are kept for filtering, cut to fit their columns
+/// (the full values stay in the payload).
+fn truncate(value: &str) -> String {
+    value.replace('\0', "").chars().take(128).collect()
+}

@@ -1,0 +1,191 @@
+//! What a failed write does. While the database is away (or busy, or full) the batch is held
+//! and retried: nothing is acknowledged, so nothing is lost. On a permanent error (the
+//! database refuses a value) the rows are split in halves and each half written on its own,
+//! down to the single row at fault, so that one bad event costs only itself. That row then
+//! takes its fallback: an event becomes a rejected event (`unstorable`, with the database's
+//! message), a rejected event becomes a dead letter.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use eye_core::FieldError;
+use sea_orm::DbErr;
+
+use crate::store::{self, DeadRow, RejectedRow, Row, Written};
+use crate::{Worker, WorkerError, sql};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a stopping worker keeps retrying a write for the in-process queue.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
+
+impl Worker {
+    /// Stores every row somewhere: as given, or as its fallback.
+    pub(crate) fn store(
+        &self,
+        mut rows: Vec<Row>,
+    ) -> Pin<Box<dyn Future<Output = Result<Written, WorkerError>> + Send + '_>> {
+        Box::pin(async move {
+            if rows.is_empty() {
+                return Ok(Written::default());
+            }
+            let error = match self.write_with_retry(&rows).await? {
+                Ok(written) => return Ok(written),
+                Err(error) => error,
+            };
+            if rows.len() > 1 {
+                tracing::warn!(error = %error, rows = rows.len(),
+                    "a row cannot be stored; writing the rows in halves to find it");
+                let second = rows.split_off(rows.len() / 2);
+                let mut written = self.store(rows).await?;
+                written += self.store(second).await?;
+                return Ok(written);
+            }
+            let Some(row) = rows.pop() else {
+                return Ok(Written::default());
+            };
+            match fallback(row, &error) {
+                Some(row) => self.store(vec![row]).await,
+                None => {
+                    // A dead letter is bytes and text; refusing it is not a data problem.
+                    tracing::error!(error = %error, "a dead letter cannot be stored; holding the batch");
+                    Err(WorkerError::Unstorable(error.to_string()))
+                }
+            }
+        })
+    }
+
+    /// Retries while the database is unreachable or busy; the messages stay unacknowledged
+    /// (and so in the queue) meanwhile. Returns the permanent error, if any.
+    async fn write_with_retry(&self, rows: &[Row]) -> Result<Result<Written, DbErr>, WorkerError> {
+        let mut backoff = Backoff::default();
+        let mut drain_until = None;
+        loop {
+            match store::write(&self.db, rows).await {
+                Ok(written) => return Ok(Ok(written)),
+                Err(e) if sql::is_retryable(&e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff.next, "database unavailable; will retry the batch");
+                    if backoff.wait(&self.stop).await {
+                        continue;
+                    }
+                    // Stopping: what the broker holds stays there, but the in-process queue has
+                    // nowhere else to keep accepted events, so keep trying for a while.
+                    let until = *drain_until
+                        .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_PATIENCE);
+                    if !self.consumer.is_in_process() || tokio::time::Instant::now() >= until {
+                        return Err(WorkerError::Stopped);
+                    }
+                    tokio::time::sleep(backoff.next).await;
+                }
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    }
+}
+
+/// Where a row the database refuses goes instead.
+fn fallback(row: Row, error: &DbErr) -> Option<Row> {
+    let message = database_message(error);
+    match row {
+        Row::Event(event) => {
+            tracing::warn!(error = %message, application_id = %event.application_id,
+                event_id = %event.id, "event refused by the database; kept as rejected");
+            let payload = serde_json::json!({
+                "id": event.id,
+                "session_id": event.session_id,
+                "category": event.category,
+                "name": event.name,
+                "timestamp": event.timestamp,
+            });
+            Some(Row::Rejected(RejectedRow {
+                application_id: event.application_id,
+                id: event.id,
+                category: event.category.replace('\0', "").chars().take(128).collect(),
+                name: event.name.replace('\0', "").chars().take(128).collect(),
+                payload: with_data(&payload, &event.data),
+                reasons: serde_json::to_value([FieldError::new("", "unstorable", message)])
+                    .unwrap_or_default(),
+                received_at: event.received_at,
+            }))
+        }
+        Row::Rejected(rejected) => {
+            tracing::error!(error = %message, application_id = %rejected.application_id,
+                "rejected event refused by the database; kept as a dead letter");
+            Some(Row::Dead(DeadRow {
+                body: rejected.payload.into_bytes(),
+                reason: format!(
+                    "rejected event of application {} could not be stored: {message}",
+                    rejected.application_id
+                ),
+                headers: "{}".into(),
+            }))
+        }
+        Row::Dead(_) => None,
+    }
+}
+
+/// The event's fields as JSON text with `data` spliced in exactly as received.
+fn with_data(fields: &serde_json::Value, data: &str) -> String {
+    let fields = fields.to_string();
+    let head = fields.strip_suffix('}').unwrap_or(&fields);
+    format!(r#"{head},"data":{data}}}"#)
+}
+
+/// What the database said, without the driver's wrapping; NUL characters removed so the
+/// reason itself can be stored.
+fn database_message(error: &DbErr) -> String {
+    use sea_orm::RuntimeErr;
+    let text = match error {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_database_error() {
+                Some(db) => match db.code() {
+                    Some(code) => format!("{} ({code})", db.message()),
+                    None => db.message().to_owned(),
+                },
+                None => e.to_string(),
+            }
+        }
+        other => other.to_string(),
+    };
+    text.replace('\0', "")
+}
+
+pub(crate) struct Backoff {
+    pub(crate) next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Backoff {
+    pub(crate) fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Sleeps for the current delay and doubles it; false when stopped meanwhile.
+    pub(crate) async fn wait(&mut self, stop: &tokio_util::sync::CancellationToken) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn data_is_spliced_in_as_received() {
+        let fields = serde_json::json!({"id": "x"});
+        assert_eq!(
+            super::with_data(&fields, r#"{"n":1e400,"s":"\ud800"}"#),
+            r#"{"id":"x","data":{"n":1e400,"s":"\ud800"}}"#
+        );
+    }
+}
