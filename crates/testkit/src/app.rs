@@ -265,6 +265,53 @@ impl TestApp {
         .unwrap()
     }
 
+    /// A write token of another application (created on first use).
+    pub async fn write_token_for(&self, application: &str) -> String {
+        tokens::issue(
+            &self.db,
+            &self.keys,
+            application,
+            HashSet::from([Scope::EventsWrite]),
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap()
+        .jwt
+    }
+
+    /// An application's id by name.
+    pub async fn application_id_of(&self, name: &str) -> Uuid {
+        tokens::find_application(&self.db, name)
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    }
+
+    /// An event's `data` as the database renders it, as text.
+    pub async fn data_text(&self, application_id: Uuid, id: Uuid) -> String {
+        use sea_orm::{QuerySelect, sea_query::ExprTrait};
+        events::Entity::find_by_id((application_id, id))
+            .select_only()
+            .column_as(
+                sea_orm::sea_query::Expr::col(events::Column::Data)
+                    .cast_as(sea_orm::sea_query::Alias::new("text")),
+                "data",
+            )
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    pub async fn dead_letters(&self) -> Vec<eye_entity::dead_letters::Model> {
+        eye_entity::dead_letters::Entity::find()
+            .all(&self.db)
+            .await
+            .unwrap()
+    }
+
     pub async fn stored_events(&self) -> Vec<events::Model> {
         events::Entity::find()
             .order_by_asc(events::Column::Timestamp)
