@@ -74,3 +74,16 @@ pub async fn session(
 ) -> Result<Option<sessions::Model>, DbErr> {
     sessions::Entity::find_by_id(id).one(db).await
 }
+
+/// The session with this id in this application: the same id may be used by two applications.
+pub async fn session_in(
+    db: &impl ConnectionTrait,
+    application_id: Uuid,
+    id: Uuid,
+) -> Result<Option<sessions::Model>, DbErr> {
+    sessions::Entity::find()
+        .filter(sessions::Column::ApplicationId.eq(application_id))
+        .filter(sessions::Column::Id.eq(id))
+        .one(db)
+        .await
+}
