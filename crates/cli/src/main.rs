@@ -259,14 +259,14 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
         TokenCommand::List => {
             let now = chrono::Utc::now();
             println!(
-                "{:<36}  {:<20}  {:<25}  {:<25}  STATE",
+                "{:<36}  {:<20}  {:<40}  {:<25}  STATE",
                 "ID", "APPLICATION", "SCOPES", "EXPIRES"
             );
             for (token, app) in tokens::list(&db).await? {
                 let state = tokens::state(&token, &app, now);
                 let expires = token.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
                 println!(
-                    "{:<36}  {:<20}  {:<25}  {:<25}  {state}",
+                    "{:<36}  {:<20}  {:<40}  {:<25}  {state}",
                     token.id, app.name, token.scopes, expires
                 );
             }

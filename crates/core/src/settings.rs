@@ -357,11 +357,12 @@ mod tests {
                     found.push(quoted.to_owned());
                 }
             }
-            for (at, _) in line.match_indices("EYE_JWT_SECRET") {
+            // The first mention on a line is the one assigned; later ones are `${…}` uses.
+            if let Some(at) = line.find("EYE_JWT_SECRET") {
                 let rest = &line[at + "EYE_JWT_SECRET".len()..];
                 let value = if let Some(value) = rest.strip_prefix('=') {
                     value.split_whitespace().next().unwrap_or_default()
-                } else if let Some(value) = rest.strip_prefix(':') {
+                } else if let Some(value) = rest.strip_prefix(": ") {
                     value.trim()
                 } else {
                     continue;
