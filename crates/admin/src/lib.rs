@@ -18,7 +18,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, web};
-use eye_api::TokenGate;
+use eye_auth::TokenGate;
 use eye_core::Settings;
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;

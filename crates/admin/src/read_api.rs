@@ -1,15 +1,16 @@
 //! The JSON read api for programs, with `events:read` tokens: the same filters and cursors as
-//! the pages. Errors are `application/problem+json` like the ingestion api's.
+//! the pages. A token reads its own application's data only, unless its row also grants
+//! `events:read:all`. Errors are `application/problem+json` like the ingestion api's.
 
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
-use eye_api::ApiError;
+use eye_auth::{AuthError, Grant};
 use eye_core::token::Scope;
 use eye_entity::{events, rejected_events};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -27,9 +28,15 @@ pub fn routes(config: &mut web::ServiceConfig) {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error(transparent)]
-    Auth(#[from] ApiError),
+    Auth(#[from] AuthError),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("`application_id` is not a UUID")]
+    ApplicationId,
+    #[error(
+        "this token reads every application: name the session's application with `?application_id=`"
+    )]
+    ApplicationRequired,
     #[error("no session has this id")]
     NotFound,
     #[error("the database could not answer")]
@@ -40,7 +47,8 @@ impl ReadError {
     fn code(&self) -> &'static str {
         match self {
             ReadError::Auth(e) => e.code(),
-            ReadError::Filter(_) => "invalid_filter",
+            ReadError::Filter(_) | ReadError::ApplicationId => "invalid_filter",
+            ReadError::ApplicationRequired => "application_required",
             ReadError::NotFound => "not_found",
             ReadError::Db(_) => "database_unavailable",
         }
@@ -51,7 +59,9 @@ impl ResponseError for ReadError {
     fn status_code(&self) -> StatusCode {
         match self {
             ReadError::Auth(e) => e.status_code(),
-            ReadError::Filter(_) => StatusCode::BAD_REQUEST,
+            ReadError::Filter(_) | ReadError::ApplicationId | ReadError::ApplicationRequired => {
+                StatusCode::BAD_REQUEST
+            }
             ReadError::NotFound => StatusCode::NOT_FOUND,
             ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -109,6 +119,61 @@ fn event_json<'a>(e: &'a events::Model, names: &'a HashMap<Uuid, String>) -> Eve
     }
 }
 
+/// Which applications a read token sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// `events:read:all`: every application.
+    All,
+    /// The token's own application only.
+    Own(Uuid),
+}
+
+impl Reach {
+    fn of(grant: &Grant) -> Self {
+        if grant.allows(Scope::EventsReadAll) {
+            Reach::All
+        } else {
+            Reach::Own(grant.application_id)
+        }
+    }
+
+    /// The application filter (a name) a request reads with: its own application when it named
+    /// none. `None` when it named another application, which this token cannot see.
+    fn narrow(
+        self,
+        asked: Option<String>,
+        names: &HashMap<Uuid, String>,
+    ) -> Option<Option<String>> {
+        match self {
+            Reach::All => Some(asked),
+            Reach::Own(id) => {
+                let own = names.get(&id)?;
+                match asked {
+                    Some(asked) if asked != *own => None,
+                    _ => Some(Some(own.clone())),
+                }
+            }
+        }
+    }
+
+    /// The application whose session `asked` names; a token that reads every application
+    /// must name one, since two applications may use the same session id.
+    fn session_application(self, asked: Option<Uuid>) -> Result<Uuid, ReadError> {
+        match (self, asked) {
+            (Reach::All, Some(asked)) => Ok(asked),
+            (Reach::All, None) => Err(ReadError::ApplicationRequired),
+            (Reach::Own(own), Some(asked)) if asked != own => Err(ReadError::NotFound),
+            (Reach::Own(own), _) => Ok(own),
+        }
+    }
+}
+
+fn empty_page(key: &str) -> HttpResponse {
+    let mut page = json!({"next_cursor": null, "prev_cursor": null});
+    page[key] = json!([]);
+    HttpResponse::Ok().json(page)
+}
+
 fn encode(cursor: Option<Cursor>) -> Option<String> {
     cursor.map(|c| c.encode())
 }
@@ -135,8 +200,8 @@ async fn list_events(
     state: web::Data<State>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    state.gate.authorize(&request, Scope::EventsRead).await?;
-    let filter = query.filter()?;
+    let grant = state.gate.authorize(&request, Scope::EventsRead).await?;
+    let mut filter = query.filter()?;
     let paging = page_request(
         &query.after,
         &query.before,
@@ -144,8 +209,12 @@ async fn list_events(
         state.page_size,
         Order::NewestFirst,
     )?;
-    let found = queries::events::page(&state.db, &filter, &paging).await?;
     let names = queries::application_names(&state.db).await?;
+    let Some(application) = Reach::of(&grant).narrow(filter.application.take(), &names) else {
+        return Ok(empty_page("events"));
+    };
+    filter.application = application;
+    let found = queries::events::page(&state.db, &filter, &paging).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "events": events,
@@ -154,22 +223,39 @@ async fn list_events(
     })))
 }
 
-/// One session with its events in time order, a page at a time.
+/// The query string of one session's page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SessionQuery {
+    /// Whose session: required with an `events:read:all` token.
+    application_id: String,
+    #[serde(alias = "cursor")]
+    after: String,
+    before: String,
+    limit: String,
+}
+
+/// One session of one application with its events in time order, a page at a time.
 #[tracing::instrument(skip_all)]
 async fn session(
     request: HttpRequest,
     state: web::Data<State>,
     id: web::Path<String>,
-    query: web::Query<EventQuery>,
+    query: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    let claims = state.gate.authorize(&request, Scope::EventsRead).await?;
+    let grant = state.gate.authorize(&request, Scope::EventsRead).await?;
     let id = Uuid::parse_str(&id).map_err(|_| ReadError::Filter(FilterError::Session))?;
-    // A session belongs to one application: the token's.
-    let session = queries::events::session(&state.db, claims.sub, id)
+    let asked = match query.application_id.trim() {
+        "" => None,
+        text => Some(Uuid::parse_str(text).map_err(|_| ReadError::ApplicationId)?),
+    };
+    let application_id = Reach::of(&grant).session_application(asked)?;
+    let session = queries::events::session(&state.db, application_id, id)
         .await?
         .ok_or(ReadError::NotFound)?;
+    let names = queries::application_names(&state.db).await?;
     let filter = EventFilter {
-        application_id: Some(claims.sub),
+        application_id: Some(application_id),
         session_id: Some(id),
         ..Default::default()
     };
@@ -181,7 +267,6 @@ async fn session(
         Order::OldestFirst,
     )?;
     let found = queries::events::page(&state.db, &filter, &paging).await?;
-    let names = queries::application_names(&state.db).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "session": {
@@ -221,7 +306,8 @@ async fn list_rejected(
     state: web::Data<State>,
     query: web::Query<RejectedQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    state.gate.authorize(&request, Scope::EventsRead).await?;
+    let grant = state.gate.authorize(&request, Scope::EventsRead).await?;
+    let mut filter = query.filter()?;
     let paging = page_request(
         &query.after,
         &query.before,
@@ -229,8 +315,12 @@ async fn list_rejected(
         state.page_size,
         Order::NewestFirst,
     )?;
-    let found = queries::rejected::page(&state.db, &query.filter()?, &paging).await?;
     let names = queries::application_names(&state.db).await?;
+    let Some(application) = Reach::of(&grant).narrow(filter.application.take(), &names) else {
+        return Ok(empty_page("rejected_events"));
+    };
+    filter.application = application;
+    let found = queries::rejected::page(&state.db, &filter, &paging).await?;
     let rows: Vec<_> = found
         .rows
         .iter()

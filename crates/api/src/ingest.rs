@@ -30,8 +30,11 @@ pub async fn post_events(
     payload: web::Payload,
     state: web::Data<State>,
 ) -> Result<HttpResponse, ApiError> {
-    let claims = state.gate.authorize(&request, Scope::EventsWrite).await?;
-    tracing::Span::current().record("application_id", tracing::field::display(claims.sub));
+    let grant = state.gate.authorize(&request, Scope::EventsWrite).await?;
+    tracing::Span::current().record(
+        "application_id",
+        tracing::field::display(grant.application_id),
+    );
     check_content_type(&request)?;
     let gzip = is_gzip(&request)?;
     let limits = &state.limits;
@@ -49,8 +52,8 @@ pub async fn post_events(
     let ids = events.iter().map(|e| e.id).collect();
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
-        application_id: claims.sub,
-        token_id: claims.jti,
+        application_id: grant.application_id,
+        token_id: grant.token_id,
         received_at: eye_core::event::now(),
         events,
     };

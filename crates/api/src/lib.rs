@@ -1,7 +1,6 @@
 //! The ingestion api: authenticates, checks the shape of events, queues them and answers
 //! 202 once the broker confirmed. It keeps no state of its own, so instances scale out.
 
-mod auth;
 mod ingest;
 mod outbox;
 mod problem;
@@ -11,13 +10,13 @@ use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, web};
+use eye_auth::TokenGate;
 use eye_core::Settings;
 use eye_core::queue::Publisher;
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
-pub use auth::TokenGate;
 pub use ingest::{Limits, parse_events};
 pub use outbox::Outbox;
 pub use problem::ApiError;

@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
+use eye_auth::AuthError;
 use eye_core::FieldError;
 use eye_core::queue::PublishError;
 use eye_core::telemetry::ErrorChain;
@@ -13,22 +14,8 @@ const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("send the token as `Authorization: Bearer <token>`")]
-    MissingToken,
-    #[error("the token is malformed or its signature is not valid")]
-    InvalidToken,
-    #[error("the token has expired; create a new one with `eye token create`")]
-    TokenExpired,
-    #[error("the token has been revoked")]
-    TokenRevoked,
-    #[error("the token is not known to this installation")]
-    UnknownToken,
-    #[error("the token's application is disabled")]
-    ApplicationDisabled,
-    #[error("the token lacks the `{0}` scope")]
-    MissingScope(&'static str),
-    #[error("tokens cannot be checked right now")]
-    AuthUnavailable(#[source] sea_orm::DbErr),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("send the body as `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("`Content-Encoding: {0}` is not supported; send gzip or no encoding")]
@@ -56,14 +43,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::MissingToken => "missing_token",
-            ApiError::InvalidToken => "invalid_token",
-            ApiError::TokenExpired => "token_expired",
-            ApiError::TokenRevoked => "token_revoked",
-            ApiError::UnknownToken => "unknown_token",
-            ApiError::ApplicationDisabled => "application_disabled",
-            ApiError::MissingScope(_) => "missing_scope",
-            ApiError::AuthUnavailable(_) => "auth_unavailable",
+            ApiError::Auth(e) => e.code(),
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
@@ -105,13 +85,7 @@ struct Problem<'a> {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingToken
-            | ApiError::InvalidToken
-            | ApiError::TokenExpired
-            | ApiError::TokenRevoked
-            | ApiError::UnknownToken
-            | ApiError::ApplicationDisabled => StatusCode::UNAUTHORIZED,
-            ApiError::MissingScope(_) => StatusCode::FORBIDDEN,
+            ApiError::Auth(e) => e.status_code(),
             ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -123,7 +97,7 @@ impl ResponseError for ApiError {
             | ApiError::NotAnEvent
             | ApiError::InvalidEvents(_)
             | ApiError::Read(_) => StatusCode::BAD_REQUEST,
-            ApiError::AuthUnavailable(_) | ApiError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -53,7 +53,7 @@ pub async fn prepare(mut settings: Settings, data_dir: &Path) -> anyhow::Result<
     let token = match reusable_token(&db, &keys, &token_file).await {
         Some(token) => token,
         None => {
-            let scopes = HashSet::from(Scope::ALL);
+            let scopes = HashSet::from([Scope::EventsWrite, Scope::EventsRead]);
             let issued =
                 tokens::issue(&db, &keys, APPLICATION, scopes, chrono::Duration::days(365)).await?;
             write_private(&token_file, &issued.jwt)?;
@@ -149,7 +149,7 @@ async fn reusable_token(db: &DatabaseConnection, keys: &TokenKeys, file: &Path) 
         .one(db)
         .await
         .ok()??;
-    row.revoked_at.is_none().then_some(token)
+    (row.revoked_at.is_none() && row.expires_at > Utc::now()).then_some(token)
 }
 
 fn read_or_create_secret(path: &Path) -> anyhow::Result<String> {

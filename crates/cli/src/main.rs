@@ -83,8 +83,14 @@ enum TokenCommand {
     Create {
         #[arg(long)]
         app: String,
-        #[arg(long, value_delimiter = ',', default_value = "events:write")]
+        /// Comma-separated: events:write, events:read, events:read:all. Default: events:write,
+        /// or only the read scopes with --all-applications.
+        #[arg(long, value_delimiter = ',')]
         scopes: Vec<Scope>,
+        /// Let the token read every application's events, not only its own
+        /// (events:read and events:read:all).
+        #[arg(long)]
+        all_applications: bool,
         /// How long the token lives, e.g. 90d, 12h, 1y.
         #[arg(long, default_value = "90d")]
         expires_in: humantime::Duration,
@@ -124,6 +130,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn api(settings: &Settings) -> anyhow::Result<()> {
+    // A wrong secret stops the service before it touches anything else.
+    settings.jwt_secret()?;
     let db = stack::connect(settings.database_url()?).await?;
     let queue = Queue::from_settings(settings)?;
     queue.apply_policies(settings).await?;
@@ -140,6 +148,7 @@ async fn api(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn admin(settings: &Settings) -> anyhow::Result<()> {
+    settings.jwt_secret()?;
     let db = stack::connect(settings.database_url()?).await?;
     // Without a broker URL the dashboard shows the queue as unknown; everything else works.
     let probe = Queue::from_settings(settings).map_or(QueueProbe::None, |q| q.probe(settings, 0));
@@ -245,32 +254,45 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
         TokenCommand::Create {
             app,
             scopes,
+            all_applications,
             expires_in,
         } => {
             let keys = TokenKeys::new(settings.jwt_secret()?);
             let lifetime = chrono::Duration::from_std(expires_in.into())
                 .context("--expires-in is too long")?;
-            let scopes: HashSet<Scope> = scopes.into_iter().collect();
+            let mut scopes: HashSet<Scope> = scopes.into_iter().collect();
+            if all_applications {
+                scopes.extend([Scope::EventsRead, Scope::EventsReadAll]);
+            }
+            if scopes.is_empty() {
+                scopes.insert(Scope::EventsWrite);
+            }
             let issued = tokens::issue(&db, &keys, &app, scopes, lifetime).await?;
+            let mut names: Vec<_> = issued.scopes.iter().map(|s| s.as_str()).collect();
+            names.sort_unstable();
             eprintln!(
-                "token {} for application `{}`, expires {}",
+                "token {} for application `{}` ({}), expires {}",
                 issued.id,
                 issued.application.name,
+                names.join(","),
                 issued.expires_at.to_rfc3339()
             );
+            if issued.scopes.contains(&Scope::EventsReadAll) {
+                eprintln!("it reads the events of every application");
+            }
             println!("{}", issued.jwt);
         }
         TokenCommand::List => {
             let now = chrono::Utc::now();
             println!(
-                "{:<36}  {:<20}  {:<25}  {:<25}  STATE",
+                "{:<36}  {:<20}  {:<40}  {:<25}  STATE",
                 "ID", "APPLICATION", "SCOPES", "EXPIRES"
             );
             for (token, app) in tokens::list(&db).await? {
                 let state = tokens::state(&token, &app, now);
                 let expires = token.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
                 println!(
-                    "{:<36}  {:<20}  {:<25}  {:<25}  {state}",
+                    "{:<36}  {:<20}  {:<40}  {:<25}  {state}",
                     token.id, app.name, token.scopes, expires
                 );
             }

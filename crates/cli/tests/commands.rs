@@ -1,7 +1,8 @@
 //! The operator commands, run as the real `eye` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
 use eye_core::token::{Scope, TokenKeys};
 use eye_migration::MigratorTrait;
@@ -81,6 +82,59 @@ impl TestDb {
             .write_all(input.as_bytes())
             .unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// Starts `eye admin` on a free port; returns the child and the port it logged.
+    fn spawn_admin(&self) -> (Child, u16) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eye"))
+            .arg("admin")
+            .env("EYE_DATABASE_URL", &self.url)
+            .env("EYE_JWT_SECRET", SECRET)
+            .env("EYE_CONFIG", "/nonexistent/eye.toml")
+            .env("EYE_ADMIN_ADDR", "127.0.0.1:0")
+            .env("EYE_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("EYE_AMQP_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let port = loop {
+            let line = lines.next().expect("eye admin stopped early").unwrap();
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if log["message"] == "admin listening" {
+                break u16::try_from(log["port"].as_u64().unwrap()).unwrap();
+            }
+        };
+        // Keep reading so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        (child, port)
+    }
+
+    /// Stores one event of `application` (created if new) as a worker would.
+    async fn store_event(&self, application: &str, path: &str) {
+        use eye_entity::{events, tokens};
+        use sea_orm::{ActiveModelTrait, Set};
+        let db = eye_cli::stack::connect(&self.url).await.unwrap();
+        let app = tokens::ensure_application(&db, application).await.unwrap();
+        let now = chrono::Utc::now();
+        events::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            application_id: Set(app.id),
+            session_id: Set(uuid::Uuid::new_v4()),
+            category: Set("page interaction".into()),
+            name: Set("pageview".into()),
+            data: Set(serde_json::json!({"host": "h", "path": path})),
+            timestamp: Set(now),
+            received_at: Set(now),
+            stored_at: Set(now),
+        }
+        .insert(&db)
+        .await
+        .unwrap();
     }
 
     async fn tables(&self) -> Vec<String> {
@@ -267,4 +321,97 @@ fn commands_that_need_a_secret_say_which_variable_to_set() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("EYE_JWT_SECRET"), "{stderr}");
+}
+
+async fn token_create_all_applications_reads_every_application(db: &TestDb) {
+    stdout(&db.eye(&["migrate"]));
+    let created = db.eye(&[
+        "token",
+        "create",
+        "--app",
+        "analytics",
+        "--all-applications",
+    ]);
+    let all = stdout(&created).trim().to_owned();
+    assert!(
+        String::from_utf8_lossy(&created.stderr).contains("every application"),
+        "the command says what the token reads"
+    );
+    let claims = TokenKeys::new(SECRET.as_bytes()).verify(&all).unwrap();
+    assert_eq!(
+        claims.scopes,
+        [Scope::EventsRead, Scope::EventsReadAll].into(),
+        "a reader of every application, not a writer"
+    );
+    let own = stdout(&db.eye(&[
+        "token",
+        "create",
+        "--app",
+        "shop",
+        "--scopes",
+        "events:read",
+    ]))
+    .trim()
+    .to_owned();
+    db.store_event("shop", "/cart").await;
+    db.store_event("blog", "/post").await;
+
+    let (mut admin, port) = db.spawn_admin();
+    let client = reqwest::Client::new();
+    let paths = |token: &str| {
+        let request = client
+            .get(format!("http://127.0.0.1:{port}/api/v1/events"))
+            .bearer_auth(token)
+            .send();
+        async move {
+            let body: serde_json::Value = request.await.unwrap().json().await.unwrap();
+            let mut paths: Vec<String> = body["events"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{body}"))
+                .iter()
+                .map(|e| e["data"]["path"].as_str().unwrap().to_owned())
+                .collect();
+            paths.sort();
+            paths
+        }
+    };
+    let (every, shop) = (paths(&all).await, paths(&own).await);
+    admin.kill().unwrap();
+    admin.wait().unwrap();
+    assert_eq!(every, ["/cart", "/post"]);
+    assert_eq!(shop, ["/cart"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_all_applications_reads_every_application_on_sqlite() {
+    token_create_all_applications_reads_every_application(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_all_applications_reads_every_application_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        token_create_all_applications_reads_every_application(&db).await;
+        db.drop().await;
+    }
+}
+
+#[test]
+fn services_refuse_an_example_secret_naming_jwt_secret() {
+    for command in ["api", "admin"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_eye"))
+            .arg(command)
+            .env("EYE_JWT_SECRET", "change-me-to-32-or-more-random-bytes")
+            // Nothing listens there: the secret must be refused before anything is reached.
+            .env("EYE_DATABASE_URL", "postgres://eye@127.0.0.1:9/eye")
+            .env("EYE_AMQP_URL", "amqp://eye:eye@127.0.0.1:9/%2f")
+            .env("EYE_CONFIG", "/nonexistent/eye.toml")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "eye {command} started");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("jwt_secret is an example value"),
+            "eye {command}: {stderr}"
+        );
+    }
 }

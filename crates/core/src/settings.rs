@@ -49,7 +49,8 @@ pub struct Settings {
     pub publish_channels: usize,
     /// How long the api may wait to fill a message with more requests, in microseconds.
     pub publish_linger_us: u64,
-    /// How often every api instance reloads revoked tokens and disabled applications.
+    /// How often the api and admin reload api tokens (scopes, expiry, revocation) and
+    /// applications' state from the database.
     pub token_refresh_ms: u64,
     /// Messages the broker may hand one worker before it acknowledges any.
     pub worker_prefetch: u16,
@@ -150,6 +151,26 @@ pub enum SettingsError {
     Missing(&'static str, &'static str),
     #[error("jwt_secret is too short: use at least 32 random bytes, e.g. `openssl rand -hex 32`")]
     WeakSecret,
+    #[error(
+        "jwt_secret is an example value that anyone can read: use your own 32 random bytes, e.g. `openssl rand -hex 32`"
+    )]
+    ExampleSecret,
+}
+
+/// Secrets that appear in The Eye's own files and documentation. Whoever holds the secret can
+/// sign tokens, so a published one is refused however long it is.
+const EXAMPLE_SECRETS: &[&str] = &[
+    "change-me-to-32-or-more-random-bytes",
+    "at least 32 random bytes, e.g. the output of `openssl rand -hex 32`",
+];
+
+/// An example secret, or a placeholder in the usual spelling of one.
+fn is_example_secret(secret: &str) -> bool {
+    let secret = secret.trim().to_ascii_lowercase();
+    EXAMPLE_SECRETS.contains(&secret.as_str())
+        || ["change-me", "change_me", "changeme"]
+            .iter()
+            .any(|placeholder| secret.contains(placeholder))
 }
 
 impl Settings {
@@ -184,6 +205,9 @@ impl Settings {
             .ok_or(SettingsError::Missing("jwt_secret", "JWT_SECRET"))?;
         if secret.len() < 32 {
             return Err(SettingsError::WeakSecret);
+        }
+        if is_example_secret(secret) {
+            return Err(SettingsError::ExampleSecret);
         }
         Ok(secret.as_bytes())
     }
@@ -278,5 +302,96 @@ mod tests {
             settings.jwt_secret(),
             Err(SettingsError::WeakSecret)
         ));
+    }
+
+    #[test]
+    fn example_secrets_are_refused_naming_jwt_secret() {
+        for example in EXAMPLE_SECRETS
+            .iter()
+            .copied()
+            .chain([" Change-Me-Please-32-bytes-or-more-really "])
+        {
+            let settings = Settings {
+                jwt_secret: Some(example.into()),
+                ..Settings::default()
+            };
+            let err = settings.jwt_secret().unwrap_err();
+            assert!(matches!(err, SettingsError::ExampleSecret), "{example}");
+            assert!(err.to_string().starts_with("jwt_secret "), "{err}");
+        }
+        let own = Settings {
+            jwt_secret: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c".into()),
+            ..Settings::default()
+        };
+        assert!(own.jwt_secret().is_ok());
+    }
+
+    /// Every secret written out in the repository's examples and docs (a toml
+    /// `jwt_secret = "…"`, a shell `EYE_JWT_SECRET=…`, a compose `EYE_JWT_SECRET: …` or its
+    /// `${…:-default}`) is refused, so copying one from the docs cannot start a service.
+    #[test]
+    fn every_secret_written_in_the_repository_docs_is_refused() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![
+            root.join("docker-compose.yml"),
+            root.join("eye.example.toml"),
+            root.join("README.md"),
+        ];
+        for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+        let mut found = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            found.extend(written_secrets(&text));
+        }
+        assert!(
+            found.iter().any(|s| s.contains("openssl rand")),
+            "the example toml's secret was not found: {found:?}"
+        );
+        for secret in found {
+            let settings = Settings {
+                jwt_secret: Some(secret.as_str().into()),
+                ..Settings::default()
+            };
+            assert!(
+                settings.jwt_secret().is_err(),
+                "`{secret}` is written in the docs and still accepted"
+            );
+        }
+    }
+
+    fn written_secrets(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_start_matches(['#', ' ', '-', '\t']);
+            if let Some(rest) = line.strip_prefix("jwt_secret") {
+                let rest = rest.trim_start_matches([' ', '=']);
+                if let Some(quoted) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    found.push(quoted.to_owned());
+                }
+            }
+            // The first mention on a line is the one assigned; later ones are `${…}` uses.
+            if let Some(at) = line.find("EYE_JWT_SECRET") {
+                let rest = &line[at + "EYE_JWT_SECRET".len()..];
+                let value = if let Some(value) = rest.strip_prefix('=') {
+                    value.split_whitespace().next().unwrap_or_default()
+                } else if let Some(value) = rest.strip_prefix(": ") {
+                    value.trim()
+                } else {
+                    continue;
+                };
+                let value = value.trim_matches(['"', '\'']);
+                if let Some(default) = value.split_once(":-").map(|(_, d)| d) {
+                    found.push(default.trim_end_matches('}').to_owned());
+                } else if !value.is_empty() && !value.starts_with('$') {
+                    found.push(value.to_owned());
+                }
+            }
+        }
+        found
     }
 }

@@ -21,15 +21,19 @@ pub enum Scope {
     EventsWrite,
     #[serde(rename = "events:read")]
     EventsRead,
+    /// With `events:read`: read every application's events, not only the token's own.
+    #[serde(rename = "events:read:all")]
+    EventsReadAll,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 2] = [Scope::EventsWrite, Scope::EventsRead];
+    pub const ALL: [Scope; 3] = [Scope::EventsWrite, Scope::EventsRead, Scope::EventsReadAll];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::EventsWrite => "events:write",
             Scope::EventsRead => "events:read",
+            Scope::EventsReadAll => "events:read:all",
         }
     }
 }
@@ -47,7 +51,11 @@ impl std::str::FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s.trim())
-            .ok_or_else(|| format!("unknown scope `{s}`: expected events:write or events:read"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown scope `{s}`: expected events:write, events:read or events:read:all"
+                )
+            })
     }
 }
 
@@ -181,6 +189,7 @@ mod tests {
     #[test]
     fn scopes_parse_from_their_names_only() {
         assert_eq!("events:read".parse(), Ok(Scope::EventsRead));
+        assert_eq!("events:read:all".parse(), Ok(Scope::EventsReadAll));
         assert!("events:delete".parse::<Scope>().is_err());
     }
 }

@@ -151,9 +151,20 @@ impl TestApp {
             .id
     }
 
+    /// The id of the application with this name, created if it does not exist yet.
+    pub async fn application_named(&self, name: &str) -> Uuid {
+        tokens::ensure_application(&self.db, name).await.unwrap().id
+    }
+
     /// Stores events of [`APPLICATION`] and their sessions directly; returns their ids in order.
     pub async fn seed(&self, seeds: &[Seed]) -> Vec<Uuid> {
-        let application_id = self.application_id().await;
+        self.seed_for(APPLICATION, seeds).await
+    }
+
+    /// Stores events of the named application (created if new) and their sessions directly;
+    /// returns their ids in order.
+    pub async fn seed_for(&self, application: &str, seeds: &[Seed]) -> Vec<Uuid> {
+        let application_id = self.application_named(application).await;
         let now = Utc::now()
             .duration_trunc(chrono::Duration::microseconds(1))
             .unwrap_or_else(|_| Utc::now());
@@ -213,6 +224,19 @@ impl TestApp {
         reasons: &[(&str, &str)],
         at: DateTime<Utc>,
     ) -> Uuid {
+        self.seed_rejected_for(APPLICATION, category, payload, reasons, at)
+            .await
+    }
+
+    /// Stores a rejected event of the named application (created if new).
+    pub async fn seed_rejected_for(
+        &self,
+        application: &str,
+        category: &str,
+        payload: Value,
+        reasons: &[(&str, &str)],
+        at: DateTime<Utc>,
+    ) -> Uuid {
         let id = Uuid::now_v7();
         let at = at
             .duration_trunc(chrono::Duration::microseconds(1))
@@ -223,7 +247,7 @@ impl TestApp {
             .collect();
         rejected_events::Entity::insert(rejected_events::ActiveModel {
             id: Set(id),
-            application_id: Set(self.application_id().await),
+            application_id: Set(self.application_named(application).await),
             category: Set(category.into()),
             name: Set("pageview".into()),
             payload: Set(payload.to_string()),

@@ -254,10 +254,20 @@ impl TestApp {
         scopes: &[Scope],
         lifetime: chrono::Duration,
     ) -> tokens::IssuedToken {
+        self.token_for(APPLICATION, scopes, lifetime).await
+    }
+
+    /// A fresh token for the named application, created if new.
+    pub async fn token_for(
+        &self,
+        application: &str,
+        scopes: &[Scope],
+        lifetime: chrono::Duration,
+    ) -> tokens::IssuedToken {
         tokens::issue(
             &self.db,
             &self.keys,
-            APPLICATION,
+            application,
             scopes.iter().copied().collect(),
             lifetime,
         )

@@ -15,6 +15,8 @@ on_both_backends!(
     events_sharing_one_timestamp_page_without_repeats_or_gaps,
     a_session_reads_as_its_summary_and_events_in_time_order,
     rejected_events_are_read_with_their_reasons_and_payload,
+    a_read_token_reads_only_its_own_applications_events_sessions_and_rejections,
+    an_all_applications_token_reads_every_application_and_names_a_sessions_application,
 );
 
 async fn read_token(app: &TestApp) -> String {
@@ -233,4 +235,165 @@ async fn events_sharing_one_timestamp_page_without_repeats_or_gaps(backend: Back
     ids.sort();
     ids.reverse();
     assert_eq!(seen, ids, "ties are broken by id, newest id first");
+}
+
+const OTHER: &str = "other-app";
+
+/// Two applications, each with a session of events and a rejected event.
+struct TwoApplications {
+    own: Uuid,
+    other: Uuid,
+    own_session: Uuid,
+    other_session: Uuid,
+}
+
+async fn two_applications(app: &TestApp) -> TwoApplications {
+    let (own_session, other_session) = (Uuid::new_v4(), Uuid::new_v4());
+    let at = |m| Utc.with_ymd_and_hms(2021, 3, 1, 8, m, 0).unwrap();
+    let seed = |session, i: u32| {
+        Seed::new(
+            session,
+            "page interaction",
+            "pageview",
+            json!({"i": i}),
+            at(i),
+        )
+    };
+    app.seed(&[seed(own_session, 1), seed(own_session, 2)])
+        .await;
+    app.seed_for(OTHER, &[seed(other_session, 3)]).await;
+    let reasons = [("timestamp", "in_future")];
+    app.seed_rejected("page interaction", json!({"i": 4}), &reasons, at(4))
+        .await;
+    app.seed_rejected_for(OTHER, "page interaction", json!({"i": 5}), &reasons, at(5))
+        .await;
+    TwoApplications {
+        own: app.application_id().await,
+        other: app.application_named(OTHER).await,
+        own_session,
+        other_session,
+    }
+}
+
+/// The `data.i` (events) or `payload.i` (rejections) of every row of a list answer.
+async fn seen(app: &TestApp, token: &str, path: &str) -> Vec<i64> {
+    let (status, body) = get(app, token, path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    let (rows, field) = match body.get("events") {
+        Some(events) => (events, "data"),
+        None => (&body["rejected_events"], "payload"),
+    };
+    let mut seen: Vec<i64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[field]["i"].as_i64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    seen
+}
+
+async fn a_read_token_reads_only_its_own_applications_events_sessions_and_rejections(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let two = two_applications(&app).await;
+    let own = read_token(&app).await;
+    let other = app
+        .token_for(OTHER, &[Scope::EventsRead], chrono::Duration::hours(1))
+        .await
+        .jwt;
+
+    assert_eq!(seen(&app, &own, "/api/v1/events").await, [1, 2]);
+    assert_eq!(seen(&app, &other, "/api/v1/events").await, [3]);
+    let asks_for_other = format!("/api/v1/events?application={OTHER}");
+    assert_eq!(seen(&app, &own, &asks_for_other).await, Vec::<i64>::new());
+    let by_session = format!("/api/v1/events?session={}", two.other_session);
+    assert_eq!(seen(&app, &own, &by_session).await, Vec::<i64>::new());
+
+    assert_eq!(seen(&app, &own, "/api/v1/rejected-events").await, [4]);
+    assert_eq!(seen(&app, &other, "/api/v1/rejected-events").await, [5]);
+    let asks_for_other = format!("/api/v1/rejected-events?application={OTHER}");
+    assert_eq!(seen(&app, &own, &asks_for_other).await, Vec::<i64>::new());
+
+    let (status, body) = get(&app, &own, &format!("/api/v1/sessions/{}", two.own_session)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["session"]["application_id"], two.own.to_string());
+    assert_eq!(body["events"].as_array().unwrap().len(), 2);
+    for path in [
+        format!("/api/v1/sessions/{}", two.other_session),
+        format!(
+            "/api/v1/sessions/{}?application_id={}",
+            two.other_session, two.other
+        ),
+        format!(
+            "/api/v1/sessions/{}?application_id={}",
+            two.own_session, two.other
+        ),
+    ] {
+        let (status, problem) = get(&app, &own, &path).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("not_found")),
+            "{path}"
+        );
+    }
+    let (status, body) = get(
+        &app,
+        &other,
+        &format!("/api/v1/sessions/{}", two.other_session),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["events"][0]["data"]["i"], 3);
+}
+
+async fn an_all_applications_token_reads_every_application_and_names_a_sessions_application(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let two = two_applications(&app).await;
+    let issued = app
+        .token_for(
+            "analytics",
+            &[Scope::EventsReadAll],
+            chrono::Duration::hours(1),
+        )
+        .await;
+    assert!(
+        issued.scopes.contains(&Scope::EventsRead),
+        "read:all implies read"
+    );
+    let all = issued.jwt;
+
+    assert_eq!(seen(&app, &all, "/api/v1/events").await, [1, 2, 3]);
+    let only_other = format!("/api/v1/events?application={OTHER}");
+    assert_eq!(seen(&app, &all, &only_other).await, [3]);
+    assert_eq!(seen(&app, &all, "/api/v1/rejected-events").await, [4, 5]);
+
+    let (status, problem) = get(&app, &all, &format!("/api/v1/sessions/{}", two.own_session)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("application_required"))
+    );
+    let session =
+        |id: Uuid, application: Uuid| format!("/api/v1/sessions/{id}?application_id={application}");
+    let (status, body) = get(&app, &all, &session(two.own_session, two.own)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["session"]["event_count"], 2);
+    let (status, body) = get(&app, &all, &session(two.other_session, two.other)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["session"]["application"], OTHER);
+    let (status, _) = get(&app, &all, &session(two.own_session, two.other)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, problem) = get(
+        &app,
+        &all,
+        &format!("/api/v1/sessions/{}?application_id=shop", two.own_session),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_filter"))
+    );
 }

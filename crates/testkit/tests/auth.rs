@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use eye_core::token::{Claims, Scope, TokenKeys};
-use eye_entity::tokens;
-use eye_testkit::{Backend, TestApp, on_both_backends, pageview};
+use eye_entity::{api_tokens, tokens};
+use eye_testkit::{Backend, Options, TestApp, on_both_backends, pageview};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -17,6 +18,9 @@ on_both_backends!(
     a_revoked_token_is_refused_within_seconds,
     a_disabled_application_is_refused_within_seconds_and_can_be_enabled_again,
     each_token_records_when_it_was_last_used,
+    a_narrowed_token_loses_the_scope_within_the_refresh_period,
+    a_token_whose_claims_disagree_with_its_row_is_refused,
+    a_token_expired_in_its_row_is_refused_within_the_refresh_period,
 );
 
 fn body() -> Value {
@@ -206,9 +210,6 @@ async fn a_disabled_application_is_refused_within_seconds_and_can_be_enabled_aga
 }
 
 async fn each_token_records_when_it_was_last_used(backend: Backend) {
-    use eye_entity::api_tokens;
-    use sea_orm::EntityTrait;
-
     let app = TestApp::spawn(backend).await;
     let used = app
         .token_with(&[Scope::EventsWrite], chrono::Duration::hours(1))
@@ -241,4 +242,151 @@ async fn each_token_records_when_it_was_last_used(backend: Backend) {
     };
     assert!(at >= before && at <= Utc::now(), "{at}");
     assert_eq!(last_used(unused.id).await, None);
+}
+
+/// The status and problem code of a read api request with `token`.
+async fn read_with(app: &TestApp, token: &str) -> (u16, String) {
+    let response = app
+        .client
+        .get(format!("{}/api/v1/events", app.admin_address))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Sets a token's row as if an operator had changed it in the database.
+async fn change_row(app: &TestApp, id: Uuid, change: impl FnOnce(&mut api_tokens::ActiveModel)) {
+    let row = api_tokens::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut row: api_tokens::ActiveModel = row.into();
+    change(&mut row);
+    row.update(&app.db).await.unwrap();
+}
+
+/// Polls `answer` until it gives `want`; returns how long that took.
+async fn until<F, Fut>(want: (u16, &str), mut answer: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (u16, String)>,
+{
+    let start = Instant::now();
+    loop {
+        let (status, code) = answer().await;
+        if (status, code.as_str()) == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "still {status} {code} after 5 s, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const REFRESH_MS: u64 = 300;
+
+async fn a_narrowed_token_loses_the_scope_within_the_refresh_period(backend: Backend) {
+    let options = Options {
+        settings: |s| s.token_refresh_ms = REFRESH_MS,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let issued = app
+        .token_with(
+            &[Scope::EventsWrite, Scope::EventsRead],
+            chrono::Duration::hours(1),
+        )
+        .await;
+    assert_eq!(read_with(&app, &issued.jwt).await.0, 200);
+    assert_eq!(app.post_as(&issued.jwt, &body()).await.status(), 202);
+
+    change_row(&app, issued.id, |row| {
+        row.scopes = Set("events:write".into())
+    })
+    .await;
+    let took = until((403, "missing_scope"), || read_with(&app, &issued.jwt)).await;
+    // One refresh period, plus the slack of a reload in flight and of polling.
+    assert!(
+        took < Duration::from_millis(3 * REFRESH_MS),
+        "the read scope lasted {took:?}"
+    );
+    assert_eq!(
+        app.post_as(&issued.jwt, &body()).await.status(),
+        202,
+        "the scope the row kept still works"
+    );
+
+    change_row(&app, issued.id, |row| row.scopes = Set(String::new())).await;
+    let took = until((403, "missing_scope"), || {
+        code_for(&app, Some(&issued.jwt), None)
+    })
+    .await;
+    assert!(
+        took < Duration::from_millis(3 * REFRESH_MS),
+        "the write scope lasted {took:?}"
+    );
+}
+
+async fn a_token_whose_claims_disagree_with_its_row_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let other_app = app.application_named("other-app").await;
+    let writer = app.keys.verify(&app.token).unwrap();
+    let forge = |change: fn(&mut Claims, Uuid)| {
+        let mut claims = writer.clone();
+        change(&mut claims, other_app);
+        app.keys.sign(&claims).unwrap()
+    };
+    let refused = [
+        (
+            "read instead of the row's write",
+            forge(|c, _| c.scopes = [Scope::EventsRead].into()),
+        ),
+        (
+            "another existing application",
+            forge(|c, other| c.sub = other),
+        ),
+        ("an expiry before the row's", forge(|c, _| c.exp -= 60)),
+    ];
+    for (case, token) in &refused {
+        assert_eq!(
+            code_for(&app, Some(token), None).await,
+            (401, "invalid_token".to_owned()),
+            "write: {case}"
+        );
+        assert_eq!(
+            read_with(&app, token).await,
+            (401, "invalid_token".to_owned()),
+            "read: {case}"
+        );
+    }
+
+    // Claims that add scopes to the row's get only the row's.
+    let broader = forge(|c, _| {
+        c.scopes = [Scope::EventsWrite, Scope::EventsRead, Scope::EventsReadAll].into()
+    });
+    assert_eq!(
+        read_with(&app, &broader).await,
+        (403, "missing_scope".to_owned())
+    );
+    assert_eq!(app.post_as(&broader, &body()).await.status(), 202);
+}
+
+async fn a_token_expired_in_its_row_is_refused_within_the_refresh_period(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let issued = app
+        .token_with(&[Scope::EventsWrite], chrono::Duration::hours(1))
+        .await;
+    assert_eq!(app.post_as(&issued.jwt, &body()).await.status(), 202);
+    change_row(&app, issued.id, |row| {
+        row.expires_at = Set(Utc::now() - chrono::Duration::seconds(1))
+    })
+    .await;
+    refused_after(&app, &issued.jwt, "token_expired").await;
 }

@@ -1,0 +1,82 @@
+//! Why a request's token was refused, as `application/problem+json` with a stable `code`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+use eye_core::telemetry::ErrorChain;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("send the token as `Authorization: Bearer <token>`")]
+    MissingToken,
+    #[error("the token is malformed, its signature is not valid, or it does not match its record")]
+    InvalidToken,
+    #[error("the token has expired; create a new one with `eye token create`")]
+    TokenExpired,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("the token is not known to this installation")]
+    UnknownToken,
+    #[error("the token's application is disabled")]
+    ApplicationDisabled,
+    #[error("the token lacks the `{0}` scope")]
+    MissingScope(&'static str),
+    #[error("tokens cannot be checked right now")]
+    Unavailable(#[source] sea_orm::DbErr),
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingToken => "missing_token",
+            AuthError::InvalidToken => "invalid_token",
+            AuthError::TokenExpired => "token_expired",
+            AuthError::TokenRevoked => "token_revoked",
+            AuthError::UnknownToken => "unknown_token",
+            AuthError::ApplicationDisabled => "application_disabled",
+            AuthError::MissingScope(_) => "missing_scope",
+            AuthError::Unavailable(_) => "auth_unavailable",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self.status_code() {
+            StatusCode::UNAUTHORIZED => "Not authenticated",
+            StatusCode::FORBIDDEN => "Not allowed",
+            _ => "Temporarily unavailable",
+        }
+    }
+}
+
+impl ResponseError for AuthError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AuthError::MissingScope(_) => StatusCode::FORBIDDEN,
+            AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %ErrorChain(self as &dyn std::error::Error), "request failed");
+        } else {
+            tracing::debug!(code = self.code(), error = %self, "request refused");
+        }
+        let problem = json!({
+            "type": format!("urn:eye:problem:{}", self.code()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+            "code": self.code(),
+        });
+        let mut response = HttpResponse::build(status);
+        response.insert_header((CONTENT_TYPE, "application/problem+json"));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((RETRY_AFTER, "1"));
+        }
+        response.body(problem.to_string())
+    }
+}

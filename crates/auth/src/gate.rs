@@ -1,0 +1,336 @@
+//! Bearer-token checks. Signatures are verified locally; what a token may do comes from a
+//! cache of its `api_tokens` row (scopes, expiry, revocation, the application's state) that
+//! every instance reloads every `token_refresh_ms`, so a revocation, a disabled application or
+//! a narrowed token takes effect everywhere within that time. The same reload writes when each
+//! token was last used.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::http::header::AUTHORIZATION;
+use chrono::{DateTime, Utc};
+use eye_core::token::{Claims, Scope, TokenError, TokenKeys};
+use eye_entity::{api_tokens, applications, tokens};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use uuid::Uuid;
+
+use crate::AuthError;
+
+/// What a request's token may do, as its row says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub token_id: Uuid,
+    pub application_id: Uuid,
+    pub scopes: HashSet<Scope>,
+}
+
+impl Grant {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+/// A token's row as last loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TokenRow {
+    application_id: Uuid,
+    scopes: HashSet<Scope>,
+    expires_at: DateTime<Utc>,
+    revoked: bool,
+    application_disabled: bool,
+}
+
+impl TokenRow {
+    /// `None` when the token has no application (it cannot be used).
+    fn new(token: &api_tokens::Model, app: Option<&applications::Model>) -> Option<Self> {
+        Some(Self {
+            application_id: token.application_id,
+            scopes: tokens::scopes(token),
+            expires_at: token.expires_at,
+            revoked: token.revoked_at.is_some(),
+            application_disabled: app?.disabled,
+        })
+    }
+
+    /// The grant for `claims`, or why they are refused. A row can only have been narrowed
+    /// since its token was signed (scopes removed, expiry brought forward), so the claims
+    /// must name the row's application and hold at least its scopes and expiry; anything
+    /// they hold beyond the row is ignored.
+    fn grant(&self, claims: &Claims, now: DateTime<Utc>) -> Result<Grant, AuthError> {
+        let agrees = claims.sub == self.application_id
+            && claims.scopes.is_superset(&self.scopes)
+            && claims.exp >= self.expires_at.timestamp();
+        if !agrees {
+            return Err(AuthError::InvalidToken);
+        }
+        if self.revoked {
+            return Err(AuthError::TokenRevoked);
+        }
+        if self.application_disabled {
+            return Err(AuthError::ApplicationDisabled);
+        }
+        if self.expires_at <= now {
+            return Err(AuthError::TokenExpired);
+        }
+        Ok(Grant {
+            token_id: claims.jti,
+            application_id: self.application_id,
+            scopes: self.scopes.clone(),
+        })
+    }
+}
+
+/// A token as this instance knows it; `row` is `None` when the database has no such token.
+struct Known {
+    row: Option<TokenRow>,
+    /// Unix seconds of the last use not yet written to the database; 0 when none.
+    used_at: AtomicI64,
+}
+
+impl Known {
+    fn new(row: Option<TokenRow>) -> Arc<Self> {
+        Arc::new(Self {
+            row,
+            used_at: AtomicI64::new(0),
+        })
+    }
+}
+
+pub struct TokenGate {
+    keys: TokenKeys,
+    db: DatabaseConnection,
+    known: RwLock<Arc<HashMap<Uuid, Arc<Known>>>>,
+}
+
+impl TokenGate {
+    pub fn new(keys: TokenKeys, db: DatabaseConnection) -> Self {
+        Self {
+            keys,
+            db,
+            known: RwLock::new(Arc::new(HashMap::new())),
+        }
+    }
+
+    /// What the request's valid, active token may do, provided its row grants `scope`.
+    pub async fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<Grant, AuthError> {
+        let token = bearer(request).ok_or(AuthError::MissingToken)?;
+        let claims = self.keys.verify(token).map_err(|e| match e {
+            TokenError::Expired => AuthError::TokenExpired,
+            TokenError::Invalid => AuthError::InvalidToken,
+        })?;
+        let cached = self.snapshot().get(&claims.jti).cloned();
+        let known = match cached {
+            Some(known) => known,
+            // A token created after the last refresh: look it up once and remember it.
+            None => {
+                let row = self
+                    .lookup(claims.jti)
+                    .await
+                    .map_err(AuthError::Unavailable)?;
+                self.remember(claims.jti, row)
+            }
+        };
+        let row = known.row.as_ref().ok_or(AuthError::UnknownToken)?;
+        let grant = row.grant(&claims, Utc::now())?;
+        if !grant.allows(scope) {
+            return Err(AuthError::MissingScope(scope.as_str()));
+        }
+        known
+            .used_at
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
+        Ok(grant)
+    }
+
+    /// Writes when tokens were last used (best effort), then reloads every unexpired token and
+    /// its application's state.
+    pub async fn refresh(&self) -> Result<(), DbErr> {
+        // Best effort: a database user that may only read must still see revocations.
+        if let Err(e) = self.flush_usage().await {
+            tracing::warn!(error = %e, "could not record when tokens were last used");
+        }
+        let rows = api_tokens::Entity::find()
+            .find_also_related(applications::Entity)
+            .filter(api_tokens::Column::ExpiresAt.gt(Utc::now()))
+            .all(&self.db)
+            .await?;
+        let known = rows
+            .into_iter()
+            .map(|(token, app)| (token.id, Known::new(TokenRow::new(&token, app.as_ref()))))
+            .collect();
+        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
+        Ok(())
+    }
+
+    /// One `UPDATE` for every token used since the last flush; a use is at most one refresh
+    /// period old when it is written.
+    async fn flush_usage(&self) -> Result<(), DbErr> {
+        let snapshot = self.snapshot();
+        let mut used: Vec<(Uuid, i64)> = snapshot
+            .iter()
+            .filter_map(|(id, known)| {
+                let at = known.used_at.swap(0, Ordering::Relaxed);
+                (at > 0).then_some((*id, at))
+            })
+            .collect();
+        let Some(latest) = used.iter().map(|(_, at)| *at).max() else {
+            return Ok(());
+        };
+        let at = chrono::DateTime::from_timestamp(latest, 0).unwrap_or_else(Utc::now);
+        api_tokens::Entity::update_many()
+            .col_expr(api_tokens::Column::LastUsedAt, Expr::value(at))
+            .filter(api_tokens::Column::Id.is_in(used.drain(..).map(|(id, _)| id)))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Refreshes every `period` for as long as the gate lives.
+    pub fn spawn_refresh(self: &Arc<Self>, period: Duration) {
+        let gate: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(gate) = gate.upgrade() else { break };
+                if let Err(e) = gate.refresh().await {
+                    tracing::warn!(error = %e, "could not refresh api tokens; keeping the last known state");
+                }
+            }
+        });
+    }
+
+    fn snapshot(&self) -> Arc<HashMap<Uuid, Arc<Known>>> {
+        self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn remember(&self, id: Uuid, row: Option<TokenRow>) -> Arc<Known> {
+        let entry = Known::new(row);
+        let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        Arc::make_mut(&mut known).insert(id, entry.clone());
+        entry
+    }
+
+    async fn lookup(&self, id: Uuid) -> Result<Option<TokenRow>, DbErr> {
+        let row = api_tokens::Entity::find_by_id(id)
+            .find_also_related(applications::Entity)
+            .one(&self.db)
+            .await?;
+        Ok(row.and_then(|(token, app)| TokenRow::new(&token, app.as_ref())))
+    }
+}
+
+fn bearer(request: &HttpRequest) -> Option<&str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row() -> TokenRow {
+        TokenRow {
+            application_id: Uuid::new_v4(),
+            scopes: HashSet::from([Scope::EventsWrite]),
+            expires_at: DateTime::from_timestamp(2_000_000_000, 500_000).unwrap(),
+            revoked: false,
+            application_disabled: false,
+        }
+    }
+
+    fn claims_of(row: &TokenRow) -> Claims {
+        Claims {
+            sub: row.application_id,
+            jti: Uuid::new_v4(),
+            iss: eye_core::token::ISSUER.into(),
+            iat: 1_900_000_000,
+            exp: row.expires_at.timestamp(),
+            scopes: row.scopes.clone(),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_950_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn claims_as_issued_get_the_rows_scopes() {
+        let row = row();
+        let grant = row.grant(&claims_of(&row), now()).unwrap();
+        assert_eq!(grant.scopes, row.scopes);
+        assert_eq!(grant.application_id, row.application_id);
+    }
+
+    #[test]
+    fn claims_that_grant_less_or_elsewhere_than_the_row_are_refused() {
+        let row = row();
+        let cases = [
+            Claims {
+                sub: Uuid::new_v4(),
+                ..claims_of(&row)
+            },
+            Claims {
+                scopes: HashSet::from([Scope::EventsRead]),
+                ..claims_of(&row)
+            },
+            Claims {
+                exp: row.expires_at.timestamp() - 1,
+                ..claims_of(&row)
+            },
+        ];
+        for claims in cases {
+            assert!(
+                matches!(row.grant(&claims, now()), Err(AuthError::InvalidToken)),
+                "{claims:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_row_narrows_what_the_claims_say() {
+        let row = row();
+        let broader = Claims {
+            scopes: HashSet::from([Scope::EventsWrite, Scope::EventsRead, Scope::EventsReadAll]),
+            exp: row.expires_at.timestamp() + 86_400,
+            ..claims_of(&row)
+        };
+        let grant = row.grant(&broader, now()).unwrap();
+        assert!(grant.allows(Scope::EventsWrite));
+        assert!(!grant.allows(Scope::EventsRead));
+        assert!(!grant.allows(Scope::EventsReadAll));
+        let later = row.expires_at + chrono::Duration::seconds(1);
+        assert!(matches!(
+            row.grant(&broader, later),
+            Err(AuthError::TokenExpired)
+        ));
+    }
+
+    #[test]
+    fn revoked_tokens_and_disabled_applications_are_refused() {
+        let revoked = TokenRow {
+            revoked: true,
+            ..row()
+        };
+        assert!(matches!(
+            revoked.grant(&claims_of(&revoked), now()),
+            Err(AuthError::TokenRevoked)
+        ));
+        let disabled = TokenRow {
+            application_disabled: true,
+            ..row()
+        };
+        assert!(matches!(
+            disabled.grant(&claims_of(&disabled), now()),
+            Err(AuthError::ApplicationDisabled)
+        ));
+    }
+}
