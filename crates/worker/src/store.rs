@@ -160,7 +160,7 @@ fn json_text(backend: DbBackend, text: &str) -> SimpleExpr {
         DbBackend::Postgres => {
             sea_orm::sea_query::ExprTrait::cast_as(Expr::val(text), Alias::new("jsonb"))
         }
-        _ => Expr::val(text).into(),
+        _ => Expr::val(text),
     }
 }
 
