@@ -7,6 +7,7 @@ use eye_core::FieldError;
 use eye_core::queue::PublishError;
 use eye_core::telemetry::ErrorChain;
 use serde::Serialize;
+use uuid::Uuid;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: &str = "1";
@@ -49,6 +50,10 @@ pub enum ApiError {
     InvalidEvents(Vec<FieldError>),
     #[error("the event could not be queued: {0}")]
     Broker(#[from] PublishError),
+    #[error(
+        "the broker did not confirm in time ({reason}); the events may still be stored: retry with the same ids (see `ids`) so they are stored once"
+    )]
+    Unconfirmed { reason: String, ids: Vec<Uuid> },
     #[error("reading the request failed")]
     Read(#[source] actix_web::error::PayloadError),
 }
@@ -74,6 +79,7 @@ impl ApiError {
             ApiError::NotAnEvent => "not_an_event",
             ApiError::InvalidEvents(_) => "invalid_events",
             ApiError::Broker(e) => e.code(),
+            ApiError::Unconfirmed { .. } => "broker_unconfirmed",
             ApiError::Read(_) => "read_failed",
         }
     }
@@ -85,6 +91,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "Too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable",
+            StatusCode::GATEWAY_TIMEOUT => "Outcome unknown",
             _ => "Invalid request",
         }
     }
@@ -100,6 +107,8 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "<[Uuid]>::is_empty")]
+    ids: &'a [Uuid],
 }
 
 impl ResponseError for ApiError {
@@ -123,6 +132,9 @@ impl ResponseError for ApiError {
             | ApiError::NotAnEvent
             | ApiError::InvalidEvents(_)
             | ApiError::Read(_) => StatusCode::BAD_REQUEST,
+            ApiError::Broker(PublishError::Unconfirmed(_)) | ApiError::Unconfirmed { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ApiError::AuthUnavailable(_) | ApiError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -138,6 +150,10 @@ impl ResponseError for ApiError {
             ApiError::InvalidEvents(errors) => errors.as_slice(),
             _ => &[],
         };
+        let ids = match self {
+            ApiError::Unconfirmed { ids, .. } => ids.as_slice(),
+            _ => &[],
+        };
         let problem = Problem {
             kind: format!("urn:eye:problem:{}", self.code()),
             title: self.title(),
@@ -145,10 +161,14 @@ impl ResponseError for ApiError {
             detail: self.to_string(),
             code: self.code(),
             errors,
+            ids,
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((CONTENT_TYPE, "application/problem+json"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) {
             response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
         }
         response.body(serde_json::to_vec(&problem).unwrap_or_default())

@@ -107,6 +107,17 @@ enum AppCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.config)?;
+    // Services refuse a setting out of range before they connect or listen.
+    if matches!(
+        cli.command,
+        Command::Dev { .. }
+            | Command::Api
+            | Command::Admin
+            | Command::Worker { .. }
+            | Command::Migrate { .. }
+    ) {
+        settings.validate()?;
+    }
     if let Command::Dev { data_dir } = &cli.command {
         return dev::run(settings, data_dir).await;
     }
@@ -184,7 +195,9 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            tokio::spawn(
+            // A panicked consumer ends the process; what it held returns to the queue.
+            eye_core::supervise::spawn_critical(
+                "worker",
                 Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
                     .run_until_stopped(),
             )

@@ -157,7 +157,8 @@ pub async fn start_with_workers(
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone());
-            tokio::spawn(worker.run_until_stopped())
+            // A panicked worker ends the process rather than leave the queue unconsumed.
+            eye_core::supervise::spawn_critical("worker", worker.run_until_stopped())
         })
         .collect();
     Ok(Running {
