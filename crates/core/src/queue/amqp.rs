@@ -21,6 +21,8 @@ use tokio::time::Instant;
 use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Readiness, Topology};
 
 const PERSISTENT: u8 = 2;
+/// Routing key of the readiness probe; nothing is bound to it.
+const PROBE_ROUTING_KEY: &str = "readiness-probe";
 
 /// Declares the exchanges and queues. Idempotent: api and workers all call it, whoever starts
 /// first creates them, and the arguments are the same everywhere.
@@ -240,13 +242,36 @@ impl AmqpPublisher {
         }
     }
 
+    /// Ready when a channel is open and the broker confirms an empty probe message. RabbitMQ
+    /// tells a connection it is blocked only once it publishes during an alarm, so the probe
+    /// is what lets an idle api notice one.
     pub(super) async fn readiness(&self) -> Readiness {
         if self.is_blocked() {
             return Readiness::Blocked;
         }
-        match tokio::time::timeout(self.timeout, self.channel()).await {
-            Ok(Ok(slot)) if slot.connection.blocked() => Readiness::Blocked,
-            Ok(Ok(_)) => Readiness::Ready,
+        let probe = async {
+            let slot = self.channel().await?;
+            if slot.connection.blocked() {
+                return Err(PublishError::Blocked);
+            }
+            // Unbound routing key, not mandatory: the broker confirms and drops it.
+            slot.channel
+                .basic_publish(
+                    self.topology.exchange.as_str().into(),
+                    PROBE_ROUTING_KEY.into(),
+                    BasicPublishOptions::default(),
+                    b"",
+                    BasicProperties::default(),
+                )
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, probe).await {
+            _ if self.is_blocked() => Readiness::Blocked,
+            Ok(Ok(())) => Readiness::Ready,
             Ok(Err(PublishError::Blocked)) => Readiness::Blocked,
             Ok(Err(e)) => Readiness::Unreachable(e.to_string()),
             Err(_) => Readiness::Unreachable("the broker did not answer in time".into()),
