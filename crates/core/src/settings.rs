@@ -405,8 +405,12 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_are_valid() {
+    fn the_defaults_and_the_example_file_are_valid() {
         Settings::default().validate().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../eye.example.toml");
+        assert!(example.exists());
+        let settings: Settings = Figment::new().merge(Toml::file(example)).extract().unwrap();
+        settings.validate().unwrap();
     }
 
     #[test]

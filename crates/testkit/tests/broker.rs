@@ -8,6 +8,52 @@ use serde_json::Value;
 use uuid::Uuid;
 
 on_both_backends!(a_shut_queue_answers_503_with_retry_after);
+
+/// Only the in-process queue can be made to hold publishes on demand (no room in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_outbox_byte_bound_a_request_is_refused_at_once_with_queue_full() {
+    let options = Options {
+        workers: 0,
+        settings: |s| {
+            s.api_workers = Some(1);
+            s.memory_queue_capacity = 0;
+            s.outbox_max_bytes = 5_000;
+        },
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    // Three events of about 1.2 KB each: one such request fits the bound, two do not.
+    let events = || {
+        Value::Array(
+            (0..3)
+                .map(|_| pageview("/".repeat(1200), "2021-01-01 00:00:00"))
+                .collect(),
+        )
+    };
+    let waiting = {
+        let (client, url, token, body) = (
+            app.client.clone(),
+            format!("{}/v1/events", app.address),
+            app.token.clone(),
+            events(),
+        );
+        tokio::spawn(async move { client.post(url).bearer_auth(token).json(&body).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let response = app.post(&events()).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "queue_full", "{problem}");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "refused only after {:?}",
+        start.elapsed()
+    );
+    // The first one waited for room that never came, and was not accepted either.
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 503);
+}
 on_services!(
     an_unreachable_broker_answers_503_never_202,
     a_broker_that_goes_away_answers_503_until_it_returns,
