@@ -415,7 +415,8 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_are_named_with_their_value_and_range() {
-        let cases: [(&str, fn(&mut Settings)); 8] = [
+        type Change = fn(&mut Settings);
+        let cases: [(&str, Change); 8] = [
             ("token_refresh_ms", |s| s.token_refresh_ms = 0),
             ("api_workers", |s| s.api_workers = Some(0)),
             ("publish_channels", |s| s.publish_channels = 0),
