@@ -174,3 +174,45 @@ impl ResponseError for ApiError {
         response.body(serde_json::to_vec(&problem).unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.error_response();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = response.status();
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn a_blocked_broker_is_a_503_to_retry_later() {
+        let (status, retry_after, problem) = rendered(ApiError::Broker(PublishError::Blocked));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(problem["code"], "broker_blocked");
+        assert!(problem["detail"].as_str().unwrap().contains("alarm"));
+    }
+
+    #[test]
+    fn events_sent_but_not_confirmed_are_a_504_listing_their_ids() {
+        let ids = vec![Uuid::now_v7(), Uuid::now_v7()];
+        let (status, retry_after, problem) = rendered(ApiError::Unconfirmed {
+            reason: "no confirm before the deadline".into(),
+            ids: ids.clone(),
+        });
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(problem["code"], "broker_unconfirmed");
+        let listed: Vec<Uuid> = serde_json::from_value(problem["ids"].clone()).unwrap();
+        assert_eq!(listed, ids);
+    }
+}

@@ -212,6 +212,7 @@ async fn a_memory_alarm_answers_503_at_once_and_nothing_refused_is_stored_after_
         let start = Instant::now();
         let response = app.post(&event_with_id(id)).await;
         let status = response.status().as_u16();
+        assert_eq!(response.headers()["retry-after"], "1");
         let problem: Value = response.json().await.unwrap();
         assert_eq!(status, 503, "{problem}");
         assert_eq!(problem["code"], "broker_blocked", "{problem}");
