@@ -6,6 +6,7 @@ use std::io::Read;
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use eye_core::event::ENVELOPE_VERSION;
+use eye_core::queue::PublishError;
 use eye_core::token::Scope;
 use eye_core::{Envelope, FieldError, IncomingEvent};
 use futures_util::StreamExt;
@@ -39,6 +40,8 @@ pub async fn post_events(
     let gzip = is_gzip(&request)?;
     let limits = &state.limits;
     let body = read_body(&request, payload, limits.max_request_bytes).await?;
+    // The publish deadline counts from here, so a slow upload does not eat into it.
+    let arrived = tokio::time::Instant::now();
     let inflated;
     let body: &[u8] = if gzip {
         inflated = gunzip(&body, limits.max_request_bytes)?;
@@ -49,7 +52,7 @@ pub async fn post_events(
     let events = parse_events(body, limits)?;
     tracing::Span::current().record("events", events.len());
 
-    let ids = events.iter().map(|e| e.id).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
         application_id: grant.application_id,
@@ -59,8 +62,12 @@ pub async fn post_events(
     };
     let message =
         serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    state.outbox.send(message).await?;
-    Ok(HttpResponse::Accepted().json(Accepted { ids }))
+    match state.outbox.send(message, arrived).await {
+        Ok(()) => Ok(HttpResponse::Accepted().json(Accepted { ids })),
+        // The events may be stored after all: the ids let a retry store them once.
+        Err(PublishError::Unconfirmed(reason)) => Err(ApiError::Unconfirmed { reason, ids }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The configurable bounds on a request.

@@ -12,20 +12,19 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, web};
 use eye_auth::TokenGate;
 use eye_core::Settings;
-use eye_core::queue::Publisher;
+use eye_core::queue::{Publisher, Readiness};
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
 pub use ingest::{Limits, parse_events};
-pub use outbox::Outbox;
+pub use outbox::{Outbox, OutboxConfig};
 pub use problem::ApiError;
 
 /// What every request handler shares.
 pub struct State {
     gate: Arc<TokenGate>,
     outbox: Outbox,
-    publisher: Publisher,
     limits: Limits,
 }
 
@@ -55,15 +54,19 @@ impl Api {
             max_event_bytes: settings.max_event_bytes,
             max_request_bytes: settings.max_request_bytes,
         };
-        let (in_flight, linger) = (settings.publish_channels, settings.publish_linger());
+        let outbox_config = OutboxConfig {
+            max_in_flight: settings.publish_channels,
+            linger: settings.publish_linger(),
+            timeout: settings.publish_timeout(),
+            max_bytes: settings.outbox_max_bytes,
+        };
         // Built once per HTTP worker thread: each has its own outbox and broker connection,
         // so a request is read, queued, confirmed and answered without changing threads.
         let mut server = actix_web::HttpServer::new(move || {
-            let outbox = Outbox::start(publisher.sibling(), in_flight, linger);
+            let outbox = Outbox::start(publisher.sibling(), outbox_config);
             let state = web::Data::new(State {
                 gate: gate.clone(),
                 outbox,
-                publisher: publisher.clone(),
                 limits,
             });
             App::new()
@@ -73,8 +76,8 @@ impl Api {
                 .route("/readyz", web::get().to(readyz))
         })
         .disable_signals();
-        if settings.api_workers > 0 {
-            server = server.workers(settings.api_workers);
+        if let Some(workers) = settings.api_workers {
+            server = server.workers(workers);
         }
         let server = server.listen(listener)?.run();
         Ok(Self { server, port })
@@ -98,13 +101,18 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Ready when a message could be published now.
+/// Ready when a message could be published now; otherwise 503 naming why (the broker is
+/// unreachable, or blocks publishers during a resource alarm).
 async fn readyz(state: web::Data<State>) -> HttpResponse {
-    if state.publisher.is_ready().await {
-        HttpResponse::Ok().json(json!({"status": "ready", "broker": "ok"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "1"))
-            .json(json!({"status": "unavailable", "broker": "unreachable"}))
+    let readiness = state.outbox.readiness().await;
+    if readiness == Readiness::Ready {
+        return HttpResponse::Ok().json(json!({"status": "ready", "broker": "ok"}));
     }
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "1"))
+        .json(json!({
+            "status": "unavailable",
+            "broker": readiness.label(),
+            "reason": readiness.reason(),
+        }))
 }

@@ -8,6 +8,7 @@ use eye_core::FieldError;
 use eye_core::queue::PublishError;
 use eye_core::telemetry::ErrorChain;
 use serde::Serialize;
+use uuid::Uuid;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_SECS: &str = "1";
@@ -36,6 +37,10 @@ pub enum ApiError {
     InvalidEvents(Vec<FieldError>),
     #[error("the event could not be queued: {0}")]
     Broker(#[from] PublishError),
+    #[error(
+        "the broker did not confirm in time ({reason}); the events may still be stored: retry with the same ids (see `ids`) so they are stored once"
+    )]
+    Unconfirmed { reason: String, ids: Vec<Uuid> },
     #[error("reading the request failed")]
     Read(#[source] actix_web::error::PayloadError),
 }
@@ -54,6 +59,7 @@ impl ApiError {
             ApiError::NotAnEvent => "not_an_event",
             ApiError::InvalidEvents(_) => "invalid_events",
             ApiError::Broker(e) => e.code(),
+            ApiError::Unconfirmed { .. } => "broker_unconfirmed",
             ApiError::Read(_) => "read_failed",
         }
     }
@@ -65,6 +71,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "Too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable",
+            StatusCode::GATEWAY_TIMEOUT => "Outcome unknown",
             _ => "Invalid request",
         }
     }
@@ -80,6 +87,8 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "<[Uuid]>::is_empty")]
+    ids: &'a [Uuid],
 }
 
 impl ResponseError for ApiError {
@@ -97,6 +106,9 @@ impl ResponseError for ApiError {
             | ApiError::NotAnEvent
             | ApiError::InvalidEvents(_)
             | ApiError::Read(_) => StatusCode::BAD_REQUEST,
+            ApiError::Broker(PublishError::Unconfirmed(_)) | ApiError::Unconfirmed { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ApiError::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -112,6 +124,10 @@ impl ResponseError for ApiError {
             ApiError::InvalidEvents(errors) => errors.as_slice(),
             _ => &[],
         };
+        let ids = match self {
+            ApiError::Unconfirmed { ids, .. } => ids.as_slice(),
+            _ => &[],
+        };
         let problem = Problem {
             kind: format!("urn:eye:problem:{}", self.code()),
             title: self.title(),
@@ -119,12 +135,58 @@ impl ResponseError for ApiError {
             detail: self.to_string(),
             code: self.code(),
             errors,
+            ids,
         };
         let mut response = HttpResponse::build(status);
         response.insert_header((CONTENT_TYPE, "application/problem+json"));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) {
             response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
         }
         response.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = error.error_response();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = response.status();
+        let body = actix_web::body::to_bytes(response.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        (status, retry_after, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[test]
+    fn a_blocked_broker_is_a_503_to_retry_later() {
+        let (status, retry_after, problem) = rendered(ApiError::Broker(PublishError::Blocked));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(problem["code"], "broker_blocked");
+        assert!(problem["detail"].as_str().unwrap().contains("alarm"));
+    }
+
+    #[test]
+    fn events_sent_but_not_confirmed_are_a_504_listing_their_ids() {
+        let ids = vec![Uuid::now_v7(), Uuid::now_v7()];
+        let (status, retry_after, problem) = rendered(ApiError::Unconfirmed {
+            reason: "no confirm before the deadline".into(),
+            ids: ids.clone(),
+        });
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(problem["code"], "broker_unconfirmed");
+        let listed: Vec<Uuid> = serde_json::from_value(problem["ids"].clone()).unwrap();
+        assert_eq!(listed, ids);
     }
 }

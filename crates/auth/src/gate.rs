@@ -4,6 +4,7 @@
 //! a narrowed token takes effect everywhere within that time. The same reload writes when each
 //! token was last used.
 
+use eye_core::supervise::{Checkpoint, OnPanic};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -19,6 +20,9 @@ use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::AuthError;
+
+/// The name the refresh task is supervised (and its panics logged) under.
+pub const REFRESH_TASK: &str = "token refresh";
 
 /// What a request's token may do, as its row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,17 +192,23 @@ impl TokenGate {
         Ok(())
     }
 
-    /// Refreshes every `period` for as long as the gate lives.
+    /// Refreshes every `period` for as long as the gate lives. A panic restarts the task
+    /// (logged and counted), so revocations are never silently ignored from then on.
     pub fn spawn_refresh(self: &Arc<Self>, period: Duration) {
         let gate: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticks.tick().await;
-                let Some(gate) = gate.upgrade() else { break };
-                if let Err(e) = gate.refresh().await {
-                    tracing::warn!(error = %e, "could not refresh api tokens; keeping the last known state");
+        eye_core::supervise::spawn_supervised(REFRESH_TASK, OnPanic::Restart, move || {
+            let gate = gate.clone();
+            async move {
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut checkpoint = Checkpoint::new(REFRESH_TASK);
+                loop {
+                    ticks.tick().await;
+                    checkpoint.pass();
+                    let Some(gate) = gate.upgrade() else { break };
+                    if let Err(e) = gate.refresh().await {
+                        tracing::warn!(error = %e, "could not refresh api tokens; keeping the last known state");
+                    }
                 }
             }
         });

@@ -91,6 +91,7 @@ pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
         log_format: LogFormat::Pretty,
         ..settings
     };
+    settings.validate()?;
     eye_core::telemetry::init(settings.log_format);
     let dev = prepare(settings, data_dir).await?;
     let queue = Queue::memory(&dev.settings);

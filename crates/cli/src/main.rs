@@ -113,6 +113,17 @@ enum AppCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.config)?;
+    // Services refuse a setting out of range before they connect or listen.
+    if matches!(
+        cli.command,
+        Command::Dev { .. }
+            | Command::Api
+            | Command::Admin
+            | Command::Worker { .. }
+            | Command::Migrate { .. }
+    ) {
+        settings.validate()?;
+    }
     if let Command::Dev { data_dir } = &cli.command {
         return dev::run(settings, data_dir).await;
     }
@@ -197,10 +208,12 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let mover = queue.dead_letter_mover(settings, &db, &stop);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            tokio::spawn(
-                Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
-                    .run_until_stopped(),
-            )
+            stack::spawn_worker(Worker::new(
+                db.clone(),
+                queue.consumer(settings),
+                settings,
+                stop.clone(),
+            ))
         })
         .collect();
     stack::shutdown_signal().await;
@@ -208,7 +221,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     stop.cancel();
     let mut drained = 0;
     for worker in workers {
-        drained += worker.await?.drained;
+        drained += worker.finish().await.drained;
     }
     if let Some(mover) = mover {
         mover.await?;

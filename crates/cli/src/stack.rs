@@ -152,7 +152,7 @@ pub struct Running {
     api_task: JoinHandle<std::io::Result<()>>,
     admin: actix_web::dev::ServerHandle,
     admin_task: JoinHandle<std::io::Result<()>>,
-    workers: Vec<JoinHandle<Shutdown>>,
+    workers: Vec<WorkerHandle>,
     mover: Option<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
@@ -191,7 +191,7 @@ pub async fn start_with_workers(
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone());
-            tokio::spawn(worker.run_until_stopped())
+            spawn_worker(worker)
         })
         .collect();
     Ok(Running {
@@ -235,10 +235,9 @@ impl Running {
         self.stop.cancel();
         let mut total = Shutdown::default();
         for worker in self.workers {
-            if let Ok(shutdown) = worker.await {
-                total.drained += shutdown.drained;
-                total.unstored += shutdown.unstored;
-            }
+            let shutdown = worker.finish().await;
+            total.drained += shutdown.drained;
+            total.unstored += shutdown.unstored;
         }
         if let Some(mover) = self.mover {
             let _ = mover.await;
@@ -288,5 +287,28 @@ mod tests {
             redact("sqlite://./eye-data/eye.db?mode=rwc"),
             "sqlite://./eye-data/eye.db?mode=rwc"
         );
+    }
+}
+
+/// A running worker and, once it stopped, what it drained.
+pub struct WorkerHandle {
+    task: JoinHandle<()>,
+    report: tokio::sync::oneshot::Receiver<Shutdown>,
+}
+
+/// Starts a worker supervised: a panicked worker ends the process rather than leave the queue
+/// unconsumed (what it held returns to the broker).
+pub fn spawn_worker(worker: Worker) -> WorkerHandle {
+    let (tx, report) = tokio::sync::oneshot::channel();
+    let task = eye_core::supervise::spawn_critical("worker", async move {
+        let _ = tx.send(worker.run_until_stopped().await);
+    });
+    WorkerHandle { task, report }
+}
+
+impl WorkerHandle {
+    pub async fn finish(self) -> Shutdown {
+        let _ = self.task.await;
+        self.report.await.unwrap_or_default()
     }
 }

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod queue;
 pub mod settings;
+pub mod supervise;
 pub mod telemetry;
 pub mod token;
 

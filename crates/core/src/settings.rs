@@ -24,8 +24,8 @@ pub struct Settings {
     pub queue_prefix: String,
     /// Where `eye api` listens.
     pub api_addr: String,
-    /// HTTP worker threads of `eye api`; 0 means one per core.
-    pub api_workers: usize,
+    /// HTTP worker threads of `eye api`; unset means one per core.
+    pub api_workers: Option<usize>,
     /// Where `eye admin` listens.
     pub admin_addr: String,
     /// How long an admin login lasts.
@@ -42,13 +42,18 @@ pub struct Settings {
     pub max_event_bytes: usize,
     /// Largest request body, in bytes, before and after gzip decompression.
     pub max_request_bytes: usize,
-    /// How long the api waits for the broker to confirm a message before answering 503.
+    /// How long a request may wait for the broker's confirm, counted from when its body was
+    /// read. Past it the api answers 503 if the events were not sent (they are then never
+    /// stored), or 504 if they were sent and not confirmed (they may still be stored).
     pub publish_timeout_ms: u64,
     /// AMQP channels the api publishes on, and the most messages awaiting a confirm at once;
     /// requests arriving meanwhile are coalesced into the next message.
     pub publish_channels: usize,
     /// How long the api may wait to fill a message with more requests, in microseconds.
     pub publish_linger_us: u64,
+    /// Bytes of envelopes each HTTP worker thread holds while they wait for and await their
+    /// confirm; past it requests are answered 503 `queue_full` at once.
+    pub outbox_max_bytes: usize,
     /// How often the api and admin reload api tokens (scopes, expiry, revocation) and
     /// applications' state from the database.
     pub token_refresh_ms: u64,
@@ -111,7 +116,7 @@ impl Default for Settings {
             jwt_secret: None,
             queue_prefix: "eye".into(),
             api_addr: "127.0.0.1:8080".into(),
-            api_workers: 0,
+            api_workers: None,
             admin_addr: "127.0.0.1:8081".into(),
             admin_session_hours: 12,
             admin_login_attempts: 5,
@@ -123,6 +128,7 @@ impl Default for Settings {
             publish_timeout_ms: 5_000,
             publish_channels: 8,
             publish_linger_us: 500,
+            outbox_max_bytes: 16 * 1024 * 1024,
             token_refresh_ms: 2_000,
             worker_prefetch: 16,
             worker_batch_messages: 128,
@@ -155,6 +161,8 @@ pub enum SettingsError {
         "jwt_secret is an example value that anyone can read: use your own 32 random bytes, e.g. `openssl rand -hex 32`"
     )]
     ExampleSecret,
+    #[error("{}", join(.0))]
+    Invalid(Vec<Invalid>),
 }
 
 /// Secrets that appear in The Eye's own files and documentation. Whoever holds the secret can
@@ -171,6 +179,61 @@ fn is_example_secret(secret: &str) -> bool {
         || ["change-me", "change_me", "changeme"]
             .iter()
             .any(|placeholder| secret.contains(placeholder))
+}
+
+/// One setting outside its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{name} = {value} is out of range: it must be {expected} (EYE_{env} or `{name}` in eye.toml)"
+)]
+pub struct Invalid {
+    pub name: &'static str,
+    pub value: String,
+    pub expected: String,
+    env: String,
+}
+
+fn join(invalid: &[Invalid]) -> String {
+    let lines: Vec<String> = invalid.iter().map(ToString::to_string).collect();
+    lines.join("; ")
+}
+
+/// Collects the settings that are out of range.
+#[derive(Default)]
+struct Checks(Vec<Invalid>);
+
+impl Checks {
+    fn range<T>(&mut self, name: &'static str, value: T, range: std::ops::RangeInclusive<T>)
+    where
+        T: PartialOrd + std::fmt::Display,
+    {
+        if !range.contains(&value) {
+            let expected = format!("between {} and {}", range.start(), range.end());
+            self.fail(name, value.to_string(), expected);
+        }
+    }
+
+    fn fail(&mut self, name: &'static str, value: String, expected: String) {
+        self.0.push(Invalid {
+            name,
+            value,
+            expected,
+            env: name.to_ascii_uppercase(),
+        });
+    }
+
+    fn address(&mut self, name: &'static str, value: &str) {
+        let port = value
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        if !matches!(port, Some((host, Ok(_))) if !host.is_empty()) {
+            self.fail(
+                name,
+                format!("{value:?}"),
+                "host:port, e.g. 127.0.0.1:8080".into(),
+            );
+        }
+    }
 }
 
 impl Settings {
@@ -210,6 +273,96 @@ impl Settings {
             return Err(SettingsError::ExampleSecret);
         }
         Ok(secret.as_bytes())
+    }
+
+    /// Checks every setting against its range, naming each one that is out of it. Services
+    /// call it before they connect or listen.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        const KIB: usize = 1024;
+        const MIB: usize = 1024 * KIB;
+        let mut check = Checks::default();
+        let prefix_ok = !self.queue_prefix.is_empty()
+            && self.queue_prefix.len() <= 200
+            && self
+                .queue_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !prefix_ok {
+            check.fail(
+                "queue_prefix",
+                format!("{:?}", self.queue_prefix),
+                "1 to 200 characters of letters, digits, `.`, `-` and `_`".into(),
+            );
+        }
+        check.address("api_addr", &self.api_addr);
+        check.address("admin_addr", &self.admin_addr);
+        if let Some(workers) = self.api_workers {
+            check.range("api_workers", workers, 1..=1024);
+        }
+        check.range(
+            "admin_session_hours",
+            self.admin_session_hours,
+            1..=24 * 366,
+        );
+        check.range("admin_login_attempts", self.admin_login_attempts, 1..=1000);
+        check.range(
+            "admin_login_window_secs",
+            self.admin_login_window_secs,
+            1..=86_400,
+        );
+        check.range("admin_page_size", self.admin_page_size, 1..=1000);
+        check.range(
+            "max_events_per_request",
+            self.max_events_per_request,
+            1..=10_000,
+        );
+        check.range("max_request_bytes", self.max_request_bytes, KIB..=64 * MIB);
+        check.range(
+            "max_event_bytes",
+            self.max_event_bytes,
+            256..=self.max_request_bytes.max(256),
+        );
+        check.range("publish_timeout_ms", self.publish_timeout_ms, 100..=600_000);
+        check.range("publish_channels", self.publish_channels, 1..=1024);
+        check.range("publish_linger_us", self.publish_linger_us, 0..=1_000_000);
+        // Room for at least a few of the largest requests; at most what a semaphore counts.
+        let least = self.max_request_bytes.saturating_mul(4).max(MIB);
+        check.range(
+            "outbox_max_bytes",
+            self.outbox_max_bytes,
+            least..=least.max(u32::MAX as usize),
+        );
+        check.range("token_refresh_ms", self.token_refresh_ms, 100..=3_600_000);
+        check.range("worker_prefetch", self.worker_prefetch, 1..=u16::MAX);
+        check.range(
+            "worker_batch_messages",
+            self.worker_batch_messages,
+            1..=10_000,
+        );
+        check.range(
+            "worker_batch_bytes",
+            self.worker_batch_bytes,
+            KIB..=256 * MIB,
+        );
+        check.range(
+            "worker_batch_wait_ms",
+            self.worker_batch_wait_ms,
+            0..=60_000,
+        );
+        check.range("delivery_limit", self.delivery_limit, 1..=1000);
+        check.range("clock_skew_secs", self.clock_skew_secs, 0..=7 * 86_400);
+        check.range("max_name_chars", self.max_name_chars, 1..=1024);
+        check.range("max_data_string_chars", self.max_data_string_chars, 1..=MIB);
+        check.range(
+            "memory_queue_capacity",
+            self.memory_queue_capacity,
+            1..=1_000_000,
+        );
+        if check.0.is_empty() {
+            Ok(())
+        } else {
+            Err(SettingsError::Invalid(check.0))
+        }
     }
 
     pub fn publish_timeout(&self) -> Duration {
@@ -290,6 +443,56 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(settings.worker_batch_limit().messages, 32);
+    }
+
+    #[test]
+    fn the_defaults_and_the_example_file_are_valid() {
+        Settings::default().validate().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../eye.example.toml");
+        assert!(example.exists());
+        let settings: Settings = Figment::new().merge(Toml::file(example)).extract().unwrap();
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_settings_are_named_with_their_value_and_range() {
+        type Change = fn(&mut Settings);
+        let cases: [(&str, Change); 8] = [
+            ("token_refresh_ms", |s| s.token_refresh_ms = 0),
+            ("api_workers", |s| s.api_workers = Some(0)),
+            ("publish_channels", |s| s.publish_channels = 0),
+            ("worker_batch_messages", |s| s.worker_batch_messages = 0),
+            ("worker_prefetch", |s| s.worker_prefetch = 0),
+            ("clock_skew_secs", |s| s.clock_skew_secs = -1),
+            ("max_event_bytes", |s| {
+                s.max_event_bytes = s.max_request_bytes + 1
+            }),
+            ("queue_prefix", |s| s.queue_prefix = "a b".into()),
+        ];
+        for (name, set) in cases {
+            let mut settings = Settings::default();
+            set(&mut settings);
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{name} = ")), "{err}");
+            assert!(err.contains("must be"), "{err}");
+            assert!(
+                err.contains(&format!("EYE_{}", name.to_uppercase())),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn zero_api_workers_from_the_environment_is_refused_and_unset_means_one_per_core() {
+        figment::Jail::expect_with(|jail| {
+            let settings = Settings::load(Path::new("missing.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.api_workers, None);
+            jail.set_env("EYE_API_WORKERS", "0");
+            let settings = Settings::load(Path::new("missing.toml")).map_err(|e| e.to_string())?;
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains("api_workers = 0"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

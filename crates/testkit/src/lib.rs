@@ -11,11 +11,13 @@ mod app;
 mod backend;
 pub mod browser;
 mod proxy;
+mod rabbit_node;
 
 pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
 pub use app::{APPLICATION, Options, TestApp, canonical_events, event, pageview};
 pub use backend::Backend;
 pub use proxy::Proxy;
+pub use rabbit_node::RabbitNode;
 
 /// Declares one test per backend for each `async fn name(backend: Backend)` listed.
 #[macro_export]

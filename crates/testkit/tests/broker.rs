@@ -3,13 +3,61 @@
 
 use std::time::{Duration, Instant};
 
-use eye_testkit::{Backend, Options, TestApp, on_both_backends, on_services, pageview};
+use eye_testkit::{Backend, Options, RabbitNode, TestApp, on_both_backends, on_services, pageview};
 use serde_json::Value;
+use uuid::Uuid;
 
 on_both_backends!(a_shut_queue_answers_503_with_retry_after);
+
+/// Only the in-process queue can be made to hold publishes on demand (no room in it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_outbox_byte_bound_a_request_is_refused_at_once_with_queue_full() {
+    let options = Options {
+        workers: 0,
+        settings: |s| {
+            s.api_workers = Some(1);
+            s.memory_queue_capacity = 0;
+            s.outbox_max_bytes = 5_000;
+        },
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    // Three events of about 1.2 KB each: one such request fits the bound, two do not.
+    let events = || {
+        Value::Array(
+            (0..3)
+                .map(|_| pageview("/".repeat(1200), "2021-01-01 00:00:00"))
+                .collect(),
+        )
+    };
+    let waiting = {
+        let (client, url, token, body) = (
+            app.client.clone(),
+            format!("{}/v1/events", app.address),
+            app.token.clone(),
+            events(),
+        );
+        tokio::spawn(async move { client.post(url).bearer_auth(token).json(&body).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    let response = app.post(&events()).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "queue_full", "{problem}");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "refused only after {:?}",
+        start.elapsed()
+    );
+    // The first one waited for room that never came, and was not accepted either.
+    assert_eq!(waiting.await.unwrap().unwrap().status(), 503);
+}
 on_services!(
     an_unreachable_broker_answers_503_never_202,
-    a_broker_that_goes_away_answers_503_until_it_returns
+    a_broker_that_goes_away_answers_503_until_it_returns,
+    a_memory_alarm_answers_503_at_once_and_nothing_refused_is_stored_after_it_clears
 );
 
 fn body() -> Value {
@@ -89,4 +137,126 @@ async fn a_broker_that_goes_away_answers_503_until_it_returns(backend: Backend) 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.wait_for_counts(2, 0).await;
+}
+
+/// `/readyz`'s status and body.
+async fn readyz(app: &TestApp) -> (u16, Value) {
+    let response = app
+        .client
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn wait_for_readyz(app: &TestApp, status: u16) -> Value {
+    let start = Instant::now();
+    loop {
+        let (found, body) = readyz(app).await;
+        if found == status {
+            return body;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "/readyz still answers {found} {body}, not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A pageview with an id of the test's choosing, so refused events can be looked for later.
+fn event_with_id(id: Uuid) -> Value {
+    let mut event = body();
+    event["id"] = id.to_string().into();
+    event
+}
+
+async fn a_memory_alarm_answers_503_at_once_and_nothing_refused_is_stored_after_it_clears(
+    backend: Backend,
+) {
+    // The alarm is set on a node of the test's own: other tests share the main one.
+    let Some(node) = RabbitNode::start("a_memory_alarm_answers_503_at_once") else {
+        return;
+    };
+    let Backend::Services { database_url, .. } = backend else {
+        unreachable!("a services test")
+    };
+    let backend = Backend::Services {
+        database_url,
+        amqp_url: node.amqp_url(),
+    };
+    let options = Options {
+        // One HTTP thread on one channel, opened before the alarm.
+        settings: |s| {
+            s.api_workers = Some(1);
+            s.publish_channels = 1;
+        },
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    let mut accepted = vec![Uuid::now_v7()];
+    assert_eq!(app.post(&event_with_id(accepted[0])).await.status(), 202);
+    wait_for_readyz(&app, 200).await;
+
+    node.raise_memory_alarm();
+    let ready = wait_for_readyz(&app, 503).await;
+    assert_eq!(ready["broker"], "blocked", "{ready}");
+    assert!(
+        ready["reason"].as_str().unwrap().contains("alarm"),
+        "{ready}"
+    );
+    let mut refused = Vec::new();
+    for _ in 0..10 {
+        let id = Uuid::now_v7();
+        let start = Instant::now();
+        let response = app.post(&event_with_id(id)).await;
+        let status = response.status().as_u16();
+        assert_eq!(response.headers()["retry-after"], "1");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(status, 503, "{problem}");
+        assert_eq!(problem["code"], "broker_blocked", "{problem}");
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "a blocked broker answered only after {:?}",
+            start.elapsed()
+        );
+        refused.push(id);
+    }
+
+    node.clear_memory_alarm();
+    wait_for_readyz(&app, 200).await;
+    for _ in 0..5 {
+        let id = Uuid::now_v7();
+        let response = app.post(&event_with_id(id)).await;
+        assert_eq!(response.status(), 202);
+        accepted.push(id);
+    }
+    // The events accepted after the alarm are queued behind anything sent during it, so once
+    // they are stored, a refused event would be too.
+    let start = Instant::now();
+    while !stored_ids(&app)
+        .await
+        .is_superset(&accepted.iter().copied().collect())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the accepted events are not all stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = stored_ids(&app).await;
+    for id in &refused {
+        assert!(
+            !stored.contains(id),
+            "{id} was answered 503 and stored anyway"
+        );
+    }
+    drop(app);
+    drop(node);
+}
+
+async fn stored_ids(app: &TestApp) -> std::collections::HashSet<Uuid> {
+    app.stored_events().await.iter().map(|e| e.id).collect()
 }

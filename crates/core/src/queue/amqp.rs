@@ -12,12 +12,17 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ConnectionStatus, ExchangeKind,
+};
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
-use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Topology};
+use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Readiness, Topology};
 
 const PERSISTENT: u8 = 2;
+/// Routing key of the readiness probe; nothing is bound to it.
+const PROBE_ROUTING_KEY: &str = "readiness-probe";
 
 /// Declares the exchanges and queues. Idempotent: api and workers all call it, whoever starts
 /// first creates them. Queues are declared with their type only; everything an operator may
@@ -106,13 +111,25 @@ async fn declare_queue(
 /// Publishes over a fixed set of confirm-mode channels shared by every request. Each request
 /// awaits only its own confirm, so confirms pipeline; a channel that broke is replaced by the
 /// next request that picks its slot.
+///
+/// While RabbitMQ blocks the connection (a memory or disk alarm) nothing is handed to lapin:
+/// lapin would hold the frames and write them once the alarm clears, long after the request
+/// was answered.
 pub struct AmqpPublisher {
     url: String,
     pool: Pool,
-    slots: Vec<Mutex<Option<Channel>>>,
+    slots: Vec<Mutex<Option<Slot>>>,
+    /// The connection of each slot, readable without waiting for the slot's lock.
+    connections: Vec<std::sync::Mutex<Option<ConnectionStatus>>>,
     next: AtomicUsize,
     topology: Topology,
     timeout: Duration,
+}
+
+#[derive(Clone)]
+struct Slot {
+    channel: Channel,
+    connection: ConnectionStatus,
 }
 
 impl AmqpPublisher {
@@ -135,10 +152,12 @@ impl AmqpPublisher {
         let pool = config
             .create_pool(ConnectionProperties::default, Runtime::Tokio1)
             .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        let channels = channels.max(1);
         Ok(Self {
             url: url.to_owned(),
             pool,
-            slots: (0..channels.max(1)).map(|_| Mutex::new(None)).collect(),
+            slots: (0..channels).map(|_| Mutex::new(None)).collect(),
+            connections: (0..channels).map(|_| std::sync::Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
             topology,
             timeout,
@@ -156,19 +175,48 @@ impl AmqpPublisher {
         )
     }
 
-    pub(super) async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
-        tokio::time::timeout(self.timeout, self.publish_confirmed(payload))
-            .await
-            .map_err(|_| PublishError::Timeout)?
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    async fn publish_confirmed(&self, payload: &[u8]) -> Result<(), PublishError> {
-        let channel = self.channel().await?;
+    /// Whether RabbitMQ told one of this publisher's live connections that it blocks them.
+    pub(super) fn is_blocked(&self) -> bool {
+        self.connections.iter().any(|connection| {
+            connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|c| c.connected() && c.blocked())
+        })
+    }
+
+    /// Sends the message and waits for its confirm until `deadline`. Before the frames are
+    /// handed to lapin every failure is a refusal; after, a missing confirm is
+    /// [`PublishError::Unconfirmed`], since the broker may still take the message.
+    pub(super) async fn publish(
+        &self,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
+        if self.is_blocked() {
+            return Err(PublishError::Blocked);
+        }
+        let slot = tokio::time::timeout_at(deadline, self.channel())
+            .await
+            .map_err(|_| PublishError::Timeout)??;
+        if slot.connection.blocked() {
+            return Err(PublishError::Blocked);
+        }
+        if Instant::now() >= deadline {
+            return Err(PublishError::Timeout);
+        }
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type("application/json".into());
-        let confirm = channel
-            .basic_publish(
+        // The first poll queues the frames; from here on they may reach the broker.
+        let sent = tokio::time::timeout_at(
+            deadline,
+            slot.channel.basic_publish(
                 self.topology.exchange.as_str().into(),
                 self.topology.routing_key.as_str().into(),
                 BasicPublishOptions {
@@ -177,32 +225,76 @@ impl AmqpPublisher {
                 },
                 payload,
                 properties,
-            )
-            .await
-            .map_err(unavailable)?
-            .await
-            .map_err(unavailable)?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
-            Confirmation::NotRequested => Err(PublishError::Unavailable("confirms are off".into())),
+            ),
+        )
+        .await;
+        let confirm = match sent {
+            Err(_) => return Err(unconfirmed("not written before the deadline")),
+            // Refused by lapin before the whole message was written: the broker cannot route
+            // part of a message.
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Ok(confirm)) => confirm,
+        };
+        match tokio::time::timeout_at(deadline, confirm).await {
+            Err(_) => Err(unconfirmed("no confirm before the deadline")),
+            Ok(Err(e)) => Err(unconfirmed(e)),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(PublishError::Unroutable),
+            Ok(Ok(Confirmation::Nack(_))) => Err(PublishError::Nacked),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                Err(PublishError::Unavailable("confirms are off".into()))
+            }
         }
     }
 
-    pub(super) async fn is_ready(&self) -> bool {
-        tokio::time::timeout(self.timeout, self.channel())
-            .await
-            .is_ok_and(|c| c.is_ok())
+    /// Ready when a channel is open and the broker confirms an empty probe message. RabbitMQ
+    /// tells a connection it is blocked only once it publishes during an alarm, so the probe
+    /// is what lets an idle api notice one.
+    pub(super) async fn readiness(&self) -> Readiness {
+        if self.is_blocked() {
+            return Readiness::Blocked;
+        }
+        let probe = async {
+            let slot = self.channel().await?;
+            if slot.connection.blocked() {
+                return Err(PublishError::Blocked);
+            }
+            // Unbound routing key, not mandatory: the broker confirms and drops it.
+            slot.channel
+                .basic_publish(
+                    self.topology.exchange.as_str().into(),
+                    PROBE_ROUTING_KEY.into(),
+                    BasicPublishOptions::default(),
+                    b"",
+                    BasicProperties::default(),
+                )
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, probe).await {
+            _ if self.is_blocked() => Readiness::Blocked,
+            Ok(Ok(())) => Readiness::Ready,
+            Ok(Err(PublishError::Blocked)) => Readiness::Blocked,
+            Ok(Err(e)) => Readiness::Unreachable(e.to_string()),
+            Err(_) => Readiness::Unreachable("the broker did not answer in time".into()),
+        }
     }
 
-    async fn channel(&self) -> Result<Channel, PublishError> {
-        let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[slot].lock().await;
-        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
-            return Ok(channel.clone());
+    async fn channel(&self) -> Result<Slot, PublishError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[index].lock().await;
+        if let Some(live) = slot.as_ref().filter(|s| s.channel.status().connected()) {
+            return Ok(live.clone());
         }
         let connection = self.pool.get().await.map_err(unavailable)?;
+        // A blocked connection writes nothing, not even the frames that open a channel.
+        if connection.status().blocked() {
+            return Err(PublishError::Blocked);
+        }
+        let status = connection.status().clone();
         declare(&connection, &self.topology)
             .await
             .map_err(unavailable)?;
@@ -211,9 +303,20 @@ impl AmqpPublisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(unavailable)?;
-        *slot = Some(channel.clone());
-        Ok(channel)
+        let live = Slot {
+            channel,
+            connection: status.clone(),
+        };
+        *slot = Some(live.clone());
+        *self.connections[index]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(status);
+        Ok(live)
     }
+}
+
+fn unconfirmed(error: impl std::fmt::Display) -> PublishError {
+    PublishError::Unconfirmed(error.to_string())
 }
 
 fn unavailable(error: impl std::fmt::Display) -> PublishError {

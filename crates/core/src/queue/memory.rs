@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
 
 use super::{Acker, BatchLimit, Delivery, PublishError};
 
@@ -37,19 +38,28 @@ impl MemoryQueue {
         }
     }
 
-    pub(super) async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
+    /// Waits for room until `deadline` (or the queue's own timeout, whichever is sooner).
+    pub(super) async fn publish(
+        &self,
+        payload: &[u8],
+        deadline: Instant,
+    ) -> Result<(), PublishError> {
         if self.is_closed() {
             return Err(PublishError::Unavailable("the queue is shut down".into()));
         }
-        let permit =
-            tokio::time::timeout(self.inner.publish_timeout, self.inner.capacity.acquire())
-                .await
-                .map_err(|_| PublishError::Full)?
-                .map_err(|_| PublishError::Unavailable("the queue is shut down".into()))?;
+        let deadline = deadline.min(Instant::now() + self.inner.publish_timeout);
+        let permit = tokio::time::timeout_at(deadline, self.inner.capacity.acquire())
+            .await
+            .map_err(|_| PublishError::Full)?
+            .map_err(|_| PublishError::Unavailable("the queue is shut down".into()))?;
         permit.forget();
         self.messages().push_back(payload.to_vec());
         self.inner.ready.notify_one();
         Ok(())
+    }
+
+    pub(super) fn publish_timeout(&self) -> Duration {
+        self.inner.publish_timeout
     }
 
     /// Refuses further publishing; what is queued can still be consumed.

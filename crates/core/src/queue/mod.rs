@@ -10,6 +10,8 @@ pub use memory::MemoryQueue;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// Exchange and queue names, all under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -35,12 +37,13 @@ impl Topology {
     }
 }
 
-/// Why a message could not be confirmed. Every variant means "not accepted, try again".
+/// Why a message could not be confirmed. Every variant but [`PublishError::Unconfirmed`]
+/// means "not accepted, never stored: try again".
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     #[error("the broker is unreachable: {0}")]
     Unavailable(String),
-    #[error("the broker did not confirm the message in time")]
+    #[error("the message was not sent before its deadline")]
     Timeout,
     #[error("the broker refused the message")]
     Nacked,
@@ -48,7 +51,15 @@ pub enum PublishError {
     Unroutable,
     #[error("the queue is full")]
     Full,
+    #[error("{BLOCKED}")]
+    Blocked,
+    /// The message was handed to the broker but no confirm came in time: it may still be
+    /// stored. The only outcome that is not a plain refusal.
+    #[error("the broker did not confirm in time ({0}); the events may still be stored")]
+    Unconfirmed(String),
 }
+
+const BLOCKED: &str = "the broker refuses publishers for now: a memory or disk alarm is in effect";
 
 impl PublishError {
     /// Stable code for problem responses.
@@ -59,6 +70,36 @@ impl PublishError {
             PublishError::Nacked => "broker_rejected",
             PublishError::Unroutable => "broker_unroutable",
             PublishError::Full => "queue_full",
+            PublishError::Blocked => "broker_blocked",
+            PublishError::Unconfirmed(_) => "broker_unconfirmed",
+        }
+    }
+}
+
+/// Whether a message could be published now, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// The broker is up but refuses publishers (a resource alarm).
+    Blocked,
+    Unreachable(String),
+}
+
+impl Readiness {
+    /// `ok`, `blocked` or `unreachable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Readiness::Ready => "ok",
+            Readiness::Blocked => "blocked",
+            Readiness::Unreachable(_) => "unreachable",
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Readiness::Ready => None,
+            Readiness::Blocked => Some(BLOCKED.into()),
+            Readiness::Unreachable(why) => Some(why.clone()),
         }
     }
 }
@@ -70,11 +111,34 @@ pub enum Publisher {
 }
 
 impl Publisher {
-    /// Returns once the message is durably queued, never before.
+    /// Returns once the message is durably queued, never before; gives up after the
+    /// publisher's own timeout.
     pub async fn publish(&self, payload: &[u8]) -> Result<(), PublishError> {
+        let deadline = Instant::now() + self.timeout();
+        self.publish_by(payload, deadline).await
+    }
+
+    /// Like [`Publisher::publish`], giving up at `deadline`: with [`PublishError::Timeout`]
+    /// if nothing was sent by then, [`PublishError::Unconfirmed`] if it was.
+    pub async fn publish_by(&self, payload: &[u8], deadline: Instant) -> Result<(), PublishError> {
         match self {
-            Publisher::Amqp(amqp) => amqp.publish(payload).await,
-            Publisher::Memory(memory) => memory.publish(payload).await,
+            Publisher::Amqp(amqp) => amqp.publish(payload, deadline).await,
+            Publisher::Memory(memory) => memory.publish(payload, deadline).await,
+        }
+    }
+
+    /// Whether the broker is known to refuse publishers right now; answers at once.
+    pub fn is_blocked(&self) -> bool {
+        match self {
+            Publisher::Amqp(amqp) => amqp.is_blocked(),
+            Publisher::Memory(_) => false,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        match self {
+            Publisher::Amqp(amqp) => amqp.timeout(),
+            Publisher::Memory(memory) => memory.publish_timeout(),
         }
     }
 
@@ -92,9 +156,17 @@ impl Publisher {
 
     /// Whether a publish could be attempted right now.
     pub async fn is_ready(&self) -> bool {
+        self.readiness().await == Readiness::Ready
+    }
+
+    /// Whether a publish could be attempted right now, and if not, why.
+    pub async fn readiness(&self) -> Readiness {
         match self {
-            Publisher::Amqp(amqp) => amqp.is_ready().await,
-            Publisher::Memory(memory) => !memory.is_closed(),
+            Publisher::Amqp(amqp) => amqp.readiness().await,
+            Publisher::Memory(memory) if memory.is_closed() => {
+                Readiness::Unreachable("the in-process queue is shut down".into())
+            }
+            Publisher::Memory(_) => Readiness::Ready,
         }
     }
 }
