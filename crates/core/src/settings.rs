@@ -350,6 +350,37 @@ impl Settings {
             0..=60_000,
         );
         check.range("delivery_limit", self.delivery_limit, 1..=1000);
+        check.range(
+            "queue_max_messages",
+            self.queue_max_messages,
+            1_000..=1_000_000_000,
+        );
+        check.range(
+            "queue_max_bytes",
+            self.queue_max_bytes,
+            64 * MIB as u64..=1 << 40,
+        );
+        if let Some(url) = &self.amqp_management_url {
+            let url = url.expose_secret();
+            let ok = url.eq_ignore_ascii_case("off")
+                || url.starts_with("http://")
+                || url.starts_with("https://");
+            if !ok {
+                // The value may hold a password: name the setting, not the value.
+                check.fail(
+                    "amqp_management_url",
+                    "(hidden)".into(),
+                    "an http(s):// URL of RabbitMQ's management api, or `off`".into(),
+                );
+            }
+        }
+        if self.event_not_before > chrono::Utc::now() {
+            check.fail(
+                "event_not_before",
+                self.event_not_before.to_rfc3339(),
+                "a time in the past (RFC 3339)".into(),
+            );
+        }
         check.range("clock_skew_secs", self.clock_skew_secs, 0..=7 * 86_400);
         check.range("max_name_chars", self.max_name_chars, 1..=1024);
         check.range("max_data_string_chars", self.max_data_string_chars, 1..=MIB);
@@ -457,8 +488,16 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_named_with_their_value_and_range() {
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 12] = [
             ("token_refresh_ms", |s| s.token_refresh_ms = 0),
+            ("queue_max_messages", |s| s.queue_max_messages = 0),
+            ("queue_max_bytes", |s| s.queue_max_bytes = 1),
+            ("amqp_management_url", |s| {
+                s.amqp_management_url = Some("ftp://x".into())
+            }),
+            ("event_not_before", |s| {
+                s.event_not_before = chrono::Utc::now() + chrono::Duration::days(1)
+            }),
             ("api_workers", |s| s.api_workers = Some(0)),
             ("publish_channels", |s| s.publish_channels = 0),
             ("worker_batch_messages", |s| s.worker_batch_messages = 0),
