@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use crate::State;
 use crate::filter::{Cursor, EventFilter, EventQuery, FilterError, parse_cursor, parse_limit};
-use crate::queries::{self, events::Order, events::PageRequest, rejected::RejectedQuery};
+use crate::queries::events::{Order, PageRequest, SearchError};
+use crate::queries::{self, rejected::RejectedQuery};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -32,8 +33,19 @@ pub enum ReadError {
     Filter(#[from] FilterError),
     #[error("no session has this id")]
     NotFound,
+    #[error(transparent)]
+    SearchTimeout(SearchError),
     #[error("the database could not answer")]
     Db(#[from] sea_orm::DbErr),
+}
+
+impl From<SearchError> for ReadError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Db(e) => ReadError::Db(e),
+            timeout @ SearchError::Timeout(_) => ReadError::SearchTimeout(timeout),
+        }
+    }
 }
 
 impl ReadError {
@@ -42,6 +54,7 @@ impl ReadError {
             ReadError::Auth(e) => e.code(),
             ReadError::Filter(_) => "invalid_filter",
             ReadError::NotFound => "not_found",
+            ReadError::SearchTimeout(_) => "search_timeout",
             ReadError::Db(_) => "database_unavailable",
         }
     }
@@ -53,7 +66,7 @@ impl ResponseError for ReadError {
             ReadError::Auth(e) => e.status_code(),
             ReadError::Filter(_) => StatusCode::BAD_REQUEST,
             ReadError::NotFound => StatusCode::NOT_FOUND,
-            ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::SearchTimeout(_) | ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -144,7 +157,8 @@ async fn list_events(
         state.page_size,
         Order::NewestFirst,
     )?;
-    let found = queries::events::page(&state.db, &filter, &paging).await?;
+    let found =
+        queries::events::search(&state.db, &filter, &paging, state.search_timeout).await?;
     let names = queries::application_names(&state.db).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(json!({

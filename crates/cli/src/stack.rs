@@ -9,7 +9,8 @@ use eye_core::Settings;
 use eye_core::queue::{AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology};
 use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -82,16 +83,23 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .max_connections(16)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
-    let db = Database::connect(options)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(sqlite_pragmas);
+    Database::connect(options)
         .await
-        .with_context(|| format!("failed to connect to the database at {}", redact(url)))?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // WAL lets the api read tokens while the worker writes.
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .await?;
-    }
-    Ok(db)
+        .with_context(|| format!("failed to connect to the database at {}", redact(url)))
+}
+
+/// Set on every connection the pool opens, not only the first: most pragmas belong to one
+/// connection. WAL lets the api read tokens while the worker writes; `NORMAL` syncs at WAL
+/// checkpoints only, which WAL keeps consistent after a crash; a writer waits for another
+/// instead of failing at once; foreign keys are checked as on PostgreSQL.
+fn sqlite_pragmas(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
 }
 
 /// Brings the schema up to date.
