@@ -27,9 +27,9 @@ use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
 
 pub use auth::throttle::Throttle;
-pub use proxies::{ProxyError, TrustedProxies};
 pub use auth::users::{UserError, create_user};
 pub use filter::{Cursor, EventFilter};
+pub use proxies::{ProxyError, TrustedProxies};
 pub use queries::events::{Order, Page, PageRequest};
 pub use queue::{QueueProbe, QueueStats};
 

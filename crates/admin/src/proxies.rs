@@ -199,7 +199,11 @@ mod tests {
         );
         assert_eq!(
             trusted
-                .origin(&request("[::ffff:10.1.2.3]:5000", Some("[2001:db8::1]:443"), None))
+                .origin(&request(
+                    "[::ffff:10.1.2.3]:5000",
+                    Some("[2001:db8::1]:443"),
+                    None
+                ))
                 .address,
             ip("2001:db8::1")
         );

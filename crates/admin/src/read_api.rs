@@ -157,8 +157,7 @@ async fn list_events(
         state.page_size,
         Order::NewestFirst,
     )?;
-    let found =
-        queries::events::search(&state.db, &filter, &paging, state.search_timeout).await?;
+    let found = queries::events::search(&state.db, &filter, &paging, state.search_timeout).await?;
     let names = queries::application_names(&state.db).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(json!({

@@ -262,7 +262,10 @@ mod tests {
                 "admin_trusted_proxies = [\"10.0.0.1\", \"192.168.0.0/16\"]",
             )?;
             let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
-            assert_eq!(settings.admin_trusted_proxies, ["10.0.0.1", "192.168.0.0/16"]);
+            assert_eq!(
+                settings.admin_trusted_proxies,
+                ["10.0.0.1", "192.168.0.0/16"]
+            );
             jail.set_env("EYE_ADMIN_TRUSTED_PROXIES", "10.0.0.1, fd00::/8,");
             let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
             assert_eq!(settings.admin_trusted_proxies, ["10.0.0.1", "fd00::/8"]);

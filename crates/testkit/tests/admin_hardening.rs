@@ -200,10 +200,7 @@ async fn failed_logins_are_logged_with_a_tag_never_the_typed_name(backend: Backe
         StatusCode::UNAUTHORIZED,
         StatusCode::TOO_MANY_REQUESTS,
     ] {
-        assert_eq!(
-            client.login(&typed, "whatever").await.status(),
-            expected
-        );
+        assert_eq!(client.login(&typed, "whatever").await.status(), expected);
     }
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     let lines: Vec<&str> = text
@@ -396,9 +393,10 @@ async fn a_text_search_that_runs_too_long_is_stopped_with_a_clear_message(backen
         .unwrap();
 
     let started = std::time::Instant::now();
-    let (status, page) = tokio::time::timeout(Duration::from_secs(10), client.get("/events?q=uber"))
-        .await
-        .expect("the page answers instead of waiting for the lock");
+    let (status, page) =
+        tokio::time::timeout(Duration::from_secs(10), client.get("/events?q=uber"))
+            .await
+            .expect("the page answers instead of waiting for the lock");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
         page.contains("took longer than 0.3 s and was stopped: narrow the time range"),

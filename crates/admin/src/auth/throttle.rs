@@ -190,7 +190,7 @@ mod tests {
     }
 
     fn fail(throttle: &Throttle, name: &str, address: &str) {
-        throttle.attempt(name, ip(address)).unwrap();
+        let _counted = throttle.attempt(name, ip(address)).unwrap();
     }
 
     #[test]

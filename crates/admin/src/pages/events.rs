@@ -11,8 +11,8 @@ use crate::State;
 use crate::auth::{self, Viewer};
 use crate::error::PageError;
 use crate::filter::{EventQuery, parse_cursor};
-use crate::queries::events::{Order, Page, PageRequest, SearchError};
 use crate::queries;
+use crate::queries::events::{Order, Page, PageRequest, SearchError};
 use crate::views::{Time, html, pretty, query_string, summary};
 
 /// One row of an events table.

@@ -120,7 +120,10 @@ pub async fn submit(
     }
     let origin = state.proxies.origin(&request);
     let span = tracing::Span::current();
-    span.record("user", tracing::field::display(state.name_tags.tag(&form.username)));
+    span.record(
+        "user",
+        tracing::field::display(state.name_tags.tag(&form.username)),
+    );
     span.record("address", tracing::field::display(origin.address));
     // Counted now, before the password is checked, so that guesses sent at once all count.
     let attempt = match state.throttle.attempt(&form.username, origin.address) {

@@ -45,7 +45,9 @@ pub async fn select(
         let backend = db.get_database_backend();
         let data = super::searchable_data(backend);
         let condition = match backend {
-            DbBackend::Postgres => Expr::cust_with_values(format!("{data} ~ $1"), [pattern.regex()]),
+            DbBackend::Postgres => {
+                Expr::cust_with_values(format!("{data} ~ $1"), [pattern.regex()])
+            }
             _ => Expr::cust_with_values(format!("{data} GLOB ?"), [pattern.glob()]),
         };
         select = select.filter(condition);
@@ -101,7 +103,9 @@ pub async fn search(
             "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
         ))
         .await?;
-    let found = page(&transaction, filter, request).await.map_err(timed_out)?;
+    let found = page(&transaction, filter, request)
+        .await
+        .map_err(timed_out)?;
     transaction.commit().await?;
     Ok(found)
 }

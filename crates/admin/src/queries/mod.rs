@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn every_case_of_a_letter_matches_and_nothing_else_is_special() {
         let pattern = TextPattern::new("Über 50%_[x]*?.");
-        assert_eq!(pattern.regex(), "[Üü][Bb][Ee][Rr]\\ 50\\%\\_\\[[Xx]\\]\\*\\?\\.");
+        assert_eq!(
+            pattern.regex(),
+            "[Üü][Bb][Ee][Rr]\\ 50\\%\\_\\[[Xx]\\]\\*\\?\\."
+        );
         assert_eq!(pattern.glob(), "*[Üü][Bb][Ee][Rr] 50%_[[][Xx]][*][?].*");
     }
 
