@@ -25,9 +25,13 @@ on_both_backends!(
     forwarded_addresses_count_only_through_a_trusted_proxy,
     strict_transport_security_only_over_https_as_a_trusted_proxy_says,
     text_search_finds_the_same_events_on_both_backends,
+    dashboard_totals_past_ten_thousand_are_estimates_and_say_so,
 );
 
-on_services!(a_text_search_that_runs_too_long_is_stopped_with_a_clear_message);
+on_services!(
+    a_text_search_that_runs_too_long_is_stopped_with_a_clear_message,
+    a_dashboard_query_that_runs_too_long_shows_unknown_instead_of_waiting,
+);
 
 fn three_attempts(options: Options) -> Options {
     Options {
@@ -425,4 +429,81 @@ async fn a_text_search_that_runs_too_long_is_stopped_with_a_clear_message(backen
     let (status, page) = client.get("/events?q=uber").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page.matches("href=\"/events/").count(), 1, "{page}");
+}
+
+fn dashboard_number(page: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = page.find(&marker).unwrap() + marker.len();
+    page[start..start + page[start..].find('<').unwrap()].to_owned()
+}
+
+async fn dashboard_totals_past_ten_thousand_are_estimates_and_say_so(backend: Backend) {
+    let app = TestApp::spawn(backend.clone()).await;
+    let session = Uuid::new_v4();
+    let at = Utc.with_ymd_and_hms(2021, 3, 1, 0, 0, 0).unwrap();
+    let seeds: Vec<Seed> = (0..10_050)
+        .map(|i| {
+            Seed::new(
+                session,
+                "custom",
+                "thing",
+                json!({"i": i}),
+                at + chrono::Duration::seconds(i),
+            )
+        })
+        .collect();
+    app.seed(&seeds).await;
+    if !backend.is_embedded() {
+        // What autovacuum does on its own after enough writes.
+        app.db.execute_unprepared("ANALYZE events").await.unwrap();
+    }
+    let mut client = app.admin().await;
+    let (_, page) = client.get("/").await;
+    assert_eq!(dashboard_number(&page, "total-events"), "about 10,050");
+    assert_eq!(
+        dashboard_number(&page, "total-sessions"),
+        "1",
+        "small: exact"
+    );
+    assert_eq!(dashboard_number(&page, "total-rejected"), "0");
+    assert!(page.contains("Totals above 10,000 are estimates"));
+
+    // Within the cache's few seconds the same numbers are shown without asking again.
+    app.seed_rejected("custom", json!({}), &[("data", "invalid")], Utc::now())
+        .await;
+    let (_, again) = client.get("/").await;
+    assert_eq!(dashboard_number(&again, "total-rejected"), "0");
+    assert!(again.contains("refreshed at most every 5 s"));
+}
+
+async fn a_dashboard_query_that_runs_too_long_shows_unknown_instead_of_waiting(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    eye_admin::create_user(&app.db, ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    let mut client = AdminClient::new(&app.admin_address);
+    // Log in (which lands on the dashboard) only once the table is held.
+    let blocker = app.db.begin().await.unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = client.login(ADMIN_USER, ADMIN_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, page) = tokio::time::timeout(Duration::from_secs(10), client.get("/"))
+        .await
+        .expect("the dashboard answers instead of waiting for the lock");
+    let elapsed = started.elapsed();
+    blocker.rollback().await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(dashboard_number(&page, "total-events"), "unknown");
+    assert!(
+        page.contains("Not counted this time, because counting took too long: totals"),
+        "{page}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "one timeout, not one per part: {elapsed:?}"
+    );
 }

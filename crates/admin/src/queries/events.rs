@@ -89,7 +89,7 @@ pub async fn search(
         return Ok(page(db, filter, request).await?);
     }
     let timed_out = |e: DbErr| {
-        if is_statement_timeout(&e) {
+        if super::is_statement_timeout(&e) {
             SearchError::Timeout(timeout)
         } else {
             SearchError::Db(e)
@@ -108,18 +108,6 @@ pub async fn search(
         .map_err(timed_out)?;
     transaction.commit().await?;
     Ok(found)
-}
-
-/// PostgreSQL's `query_canceled`, which a statement timeout raises.
-fn is_statement_timeout(error: &DbErr) -> bool {
-    use sea_orm::RuntimeErr;
-    use sea_orm::sqlx::Error as Sqlx;
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(e.as_ref(), Sqlx::Database(db) if db.code().as_deref() == Some("57014"))
-        }
-        _ => false,
-    }
 }
 
 #[tracing::instrument(skip_all)]

@@ -35,6 +35,18 @@ pub async fn application_id(db: &impl ConnectionTrait, name: &str) -> Result<Uui
         .map_or(Uuid::nil(), |a| a.id))
 }
 
+/// PostgreSQL's `query_canceled`, which a statement timeout raises.
+pub fn is_statement_timeout(error: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match error {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            matches!(e.as_ref(), Sqlx::Database(db) if db.code().as_deref() == Some("57014"))
+        }
+        _ => false,
+    }
+}
+
 /// How both backends render `data` for a text search: JSON text with one space after every
 /// `:` and `,` removed, inside strings too. PostgreSQL prints `{"k": "v"}`, SQLite minified
 /// `{"k":"v"}`; squeezed the same way (and the searched text with them, by [`TextPattern`]),
