@@ -50,6 +50,17 @@ pub struct State {
     token_refresh_ms: u64,
 }
 
+/// The admin's own settings, checked: callers that start other services first (`eye dev`)
+/// call it before starting any, so that a wrong setting stops everything before it listens.
+pub fn check_settings(settings: &Settings) -> anyhow::Result<TrustedProxies> {
+    if settings.admin_search_timeout_ms == 0 {
+        anyhow::bail!(
+            "admin_search_timeout_ms is 0: set how many milliseconds a text search may run (e.g. 5000)"
+        );
+    }
+    Ok(TrustedProxies::parse(&settings.admin_trusted_proxies)?)
+}
+
 /// A bound, not yet running admin server.
 pub struct Admin {
     server: Server,
@@ -64,12 +75,7 @@ impl Admin {
         queue: QueueProbe,
     ) -> anyhow::Result<Self> {
         // Settings first: a wrong one stops the admin before it listens.
-        let proxies = TrustedProxies::parse(&settings.admin_trusted_proxies)?;
-        if settings.admin_search_timeout_ms == 0 {
-            anyhow::bail!(
-                "admin_search_timeout_ms is 0: set how many milliseconds a text search may run (e.g. 5000)"
-            );
-        }
+        let proxies = check_settings(settings)?;
         let name_tags = auth::NameTags::new(settings.jwt_secret()?)
             .map_err(|e| anyhow::anyhow!("jwt_secret cannot key the login log tags: {e}"))?;
         let listener = TcpListener::bind(&settings.admin_addr).map_err(|e| {

@@ -153,6 +153,7 @@ pub async fn start_with_workers(
     queue: &Queue,
     workers: usize,
 ) -> anyhow::Result<Running> {
+    eye_admin::check_settings(settings)?;
     let api = Api::build(settings, db.clone(), queue.publisher(settings)?).await?;
     let api_port = api.port();
     let handle = api.handle();
