@@ -22,6 +22,8 @@ pub enum Count {
     Exact(u64),
     /// An estimate, larger than [`EXACT_UP_TO`].
     About(u64),
+    /// Larger than [`EXACT_UP_TO`], with no estimate yet (a table never analysed).
+    MoreThan(u64),
 }
 
 impl fmt::Display for Count {
@@ -29,6 +31,7 @@ impl fmt::Display for Count {
         match self {
             Count::Exact(n) => write!(f, "{n}"),
             Count::About(n) => write!(f, "about {}", grouped(*n)),
+            Count::MoreThan(n) => write!(f, "more than {}", grouped(*n)),
         }
     }
 }
@@ -146,8 +149,10 @@ impl<'a> Reader<'a> {
                     .await?
             }
         };
-        let estimate = estimate.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-        Ok(Count::About(estimate.max(EXACT_UP_TO + 1)))
+        Ok(match estimate.and_then(|n| u64::try_from(n).ok()) {
+            Some(n) if n > EXACT_UP_TO => Count::About(n),
+            _ => Count::MoreThan(EXACT_UP_TO),
+        })
     }
 
     pub async fn totals(&self) -> Result<Totals, DbErr> {
@@ -329,6 +334,6 @@ mod tests {
         assert_eq!(Count::Exact(5).to_string(), "5");
         assert_eq!(Count::About(12_345_678).to_string(), "about 12,345,678");
         assert_eq!(Count::About(EXACT_UP_TO + 1).to_string(), "about 10,001");
-        assert_eq!(Count::About(100).to_string(), "about 100");
+        assert_eq!(Count::MoreThan(EXACT_UP_TO).to_string(), "more than 10,000");
     }
 }
