@@ -9,7 +9,7 @@ use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use crate::filter::EventFilter;
-use crate::queries::events::{Order, PageRequest, page};
+use crate::queries::events::{Order, PageRequest, SearchError, search};
 
 /// Rows read from the database per step of the stream.
 const CHUNK: u64 = 1_000;
@@ -62,6 +62,7 @@ pub fn stream(
     db: DatabaseConnection,
     filter: EventFilter,
     applications: HashMap<Uuid, String>,
+    timeout: std::time::Duration,
 ) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let start = PageRequest {
         after: None,
@@ -76,10 +77,19 @@ pub fn stream(
             let Some(request) = request else {
                 return Ok(None);
             };
-            let found = page(&db, &filter, &request).await.map_err(|e| {
-                tracing::error!(error = %e, "csv export failed part way");
-                actix_web::error::ErrorServiceUnavailable("the database stopped answering")
-            })?;
+            // Each chunk is a search of its own, under the same timeout as a page.
+            let found = search(&db, &filter, &request, timeout)
+                .await
+                .map_err(|e| match e {
+                    SearchError::Timeout(_) => {
+                        tracing::warn!(error = %e, "csv export stopped part way");
+                        actix_web::error::ErrorServiceUnavailable(e.to_string())
+                    }
+                    SearchError::Db(_) => {
+                        tracing::error!(error = %e, "csv export failed part way");
+                        actix_web::error::ErrorServiceUnavailable("the database stopped answering")
+                    }
+                })?;
             let chunk: String = found.rows.iter().map(|e| row(e, &applications)).collect();
             let next = found.next.map(|cursor| PageRequest {
                 after: Some(cursor),

@@ -9,6 +9,7 @@ use eye_entity::tokens::TokenOpError;
 use sea_orm::DbErr;
 
 use crate::filter::FilterError;
+use crate::queries::events::SearchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
@@ -22,6 +23,8 @@ pub enum PageError {
     BadForm(String),
     #[error("there is nothing here")]
     NotFound,
+    #[error(transparent)]
+    SearchTimeout(SearchError),
     #[error("the database could not answer")]
     Db(#[from] DbErr),
     #[error("the page could not be drawn")]
@@ -40,6 +43,15 @@ impl From<TokenOpError> for PageError {
     }
 }
 
+impl From<SearchError> for PageError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Db(e) => PageError::Db(e),
+            timeout @ SearchError::Timeout(_) => PageError::SearchTimeout(timeout),
+        }
+    }
+}
+
 impl PageError {
     pub fn code(&self) -> &'static str {
         match self {
@@ -48,6 +60,7 @@ impl PageError {
             PageError::BadFilter(_) => "invalid_filter",
             PageError::BadForm(_) => "invalid_form",
             PageError::NotFound => "not_found",
+            PageError::SearchTimeout(_) => "search_timeout",
             PageError::Db(_) => "database_unavailable",
             PageError::Render(_) => "render_failed",
             PageError::Sign(_) => "sign_failed",
@@ -70,7 +83,7 @@ impl ResponseError for PageError {
             PageError::Csrf => StatusCode::FORBIDDEN,
             PageError::BadFilter(_) | PageError::BadForm(_) => StatusCode::BAD_REQUEST,
             PageError::NotFound => StatusCode::NOT_FOUND,
-            PageError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::SearchTimeout(_) | PageError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Render(_) | PageError::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -38,7 +38,12 @@ pub enum FilterError {
     Limit(u64),
     #[error("`from` is later than `to`")]
     Range,
+    #[error("`q` is longer than {MAX_TEXT_CHARS} characters")]
+    TextTooLong,
 }
+
+/// Longest text searched for inside `data`.
+pub const MAX_TEXT_CHARS: usize = 200;
 
 /// What to match. `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -137,6 +142,13 @@ impl EventQuery {
             to: parse_time("to", &self.to)?,
             text: text(&self.q),
         };
+        if filter
+            .text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_TEXT_CHARS)
+        {
+            return Err(FilterError::TextTooLong);
+        }
         if let (Some(from), Some(to)) = (filter.from, filter.to)
             && from > to
         {

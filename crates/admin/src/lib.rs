@@ -7,6 +7,7 @@ mod csv;
 mod error;
 mod filter;
 mod pages;
+mod proxies;
 mod queries;
 mod queue;
 mod read_api;
@@ -15,8 +16,10 @@ mod views;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::DefaultHeaders;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, STRICT_TRANSPORT_SECURITY};
+use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{App, web};
 use eye_auth::TokenGate;
 use eye_core::Settings;
@@ -26,6 +29,7 @@ use sea_orm::DatabaseConnection;
 pub use auth::throttle::Throttle;
 pub use auth::users::{UserError, create_user};
 pub use filter::{Cursor, EventFilter};
+pub use proxies::{ProxyError, TrustedProxies};
 pub use queries::events::{Order, Page, PageRequest};
 pub use queue::{QueueProbe, QueueStats};
 
@@ -35,10 +39,26 @@ pub struct State {
     gate: Arc<TokenGate>,
     keys: TokenKeys,
     throttle: Throttle,
+    password_checks: auth::checks::PasswordChecks,
+    name_tags: auth::NameTags,
+    proxies: TrustedProxies,
     queue: QueueProbe,
+    search_timeout: std::time::Duration,
+    dashboard: pages::dashboard::Cache,
     session_hours: i64,
     page_size: u64,
     token_refresh_ms: u64,
+}
+
+/// The admin's own settings, checked: callers that start other services first (`eye dev`)
+/// call it before starting any, so that a wrong setting stops everything before it listens.
+pub fn check_settings(settings: &Settings) -> anyhow::Result<TrustedProxies> {
+    if settings.admin_search_timeout_ms == 0 {
+        anyhow::bail!(
+            "admin_search_timeout_ms is 0: set how many milliseconds a text search may run (e.g. 5000)"
+        );
+    }
+    Ok(TrustedProxies::parse(&settings.admin_trusted_proxies)?)
 }
 
 /// A bound, not yet running admin server.
@@ -54,6 +74,10 @@ impl Admin {
         db: DatabaseConnection,
         queue: QueueProbe,
     ) -> anyhow::Result<Self> {
+        // Settings first: a wrong one stops the admin before it listens.
+        let proxies = check_settings(settings)?;
+        let name_tags = auth::NameTags::new(settings.jwt_secret()?)
+            .map_err(|e| anyhow::anyhow!("jwt_secret cannot key the login log tags: {e}"))?;
         let listener = TcpListener::bind(&settings.admin_addr).map_err(|e| {
             anyhow::anyhow!("failed to bind the admin to {}: {e}", settings.admin_addr)
         })?;
@@ -72,7 +96,12 @@ impl Admin {
                 settings.admin_login_attempts,
                 std::time::Duration::from_secs(settings.admin_login_window_secs),
             ),
+            password_checks: auth::checks::PasswordChecks::per_core(PASSWORD_CHECK_WAIT),
+            name_tags,
+            proxies,
             queue,
+            search_timeout: settings.admin_search_timeout(),
+            dashboard: pages::dashboard::Cache::default(),
             session_hours: settings.admin_session_hours,
             page_size: settings.admin_page_size.clamp(1, 1000),
             token_refresh_ms: settings.token_refresh_ms,
@@ -82,6 +111,7 @@ impl Admin {
                 .app_data(state.clone())
                 .app_data(web::FormConfig::default().limit(64 * 1024))
                 .wrap(security_headers())
+                .wrap(from_fn(strict_transport_security))
                 .configure(pages::routes)
                 .configure(read_api::routes)
         })
@@ -103,6 +133,29 @@ impl Admin {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// How long a login waits for its turn to have its password checked before it answers 503.
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Browsers that reached the admin over https keep using https for a year. Only then: the
+/// header means nothing over plain http, and a client cannot claim https unless it connected
+/// through a trusted proxy (`admin_trusted_proxies`) that says so.
+async fn strict_transport_security(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let https = request
+        .app_data::<web::Data<State>>()
+        .is_some_and(|state| state.proxies.origin(request.request()).https);
+    let mut response = next.call(request).await?;
+    if https {
+        response.headers_mut().insert(
+            STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    Ok(response)
 }
 
 /// No framing, no inline scripts, no sniffing: the pages show data that strangers sent.

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::State;
 use crate::filter::{Cursor, EventFilter, EventQuery, FilterError, parse_cursor, parse_limit};
-use crate::queries::{self, events::Order, events::PageRequest, rejected::RejectedQuery};
+use crate::queries::events::{Order, PageRequest, SearchError};
+use crate::queries::{self, rejected::RejectedQuery};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -39,8 +40,19 @@ pub enum ReadError {
     ApplicationRequired,
     #[error("no session has this id")]
     NotFound,
+    #[error(transparent)]
+    SearchTimeout(SearchError),
     #[error("the database could not answer")]
     Db(#[from] sea_orm::DbErr),
+}
+
+impl From<SearchError> for ReadError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Db(e) => ReadError::Db(e),
+            timeout @ SearchError::Timeout(_) => ReadError::SearchTimeout(timeout),
+        }
+    }
 }
 
 impl ReadError {
@@ -50,6 +62,7 @@ impl ReadError {
             ReadError::Filter(_) | ReadError::ApplicationId => "invalid_filter",
             ReadError::ApplicationRequired => "application_required",
             ReadError::NotFound => "not_found",
+            ReadError::SearchTimeout(_) => "search_timeout",
             ReadError::Db(_) => "database_unavailable",
         }
     }
@@ -63,7 +76,7 @@ impl ResponseError for ReadError {
                 StatusCode::BAD_REQUEST
             }
             ReadError::NotFound => StatusCode::NOT_FOUND,
-            ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::SearchTimeout(_) | ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -214,7 +227,7 @@ async fn list_events(
         return Ok(empty_page("events"));
     };
     filter.application = application;
-    let found = queries::events::page(&state.db, &filter, &paging).await?;
+    let found = queries::events::search(&state.db, &filter, &paging, state.search_timeout).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(json!({
         "events": events,

@@ -160,6 +160,7 @@ async fn api(settings: &Settings) -> anyhow::Result<()> {
 
 async fn admin(settings: &Settings) -> anyhow::Result<()> {
     settings.jwt_secret()?;
+    eye_admin::check_settings(settings)?;
     let db = stack::connect(settings.database_url()?).await?;
     // Without a broker URL the dashboard shows the queue as unknown; everything else works.
     let probe = Queue::from_settings(settings).map_or(QueueProbe::None, |q| q.probe(settings, 0));

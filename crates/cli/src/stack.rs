@@ -11,7 +11,8 @@ use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
 use eye_worker::consume::Shutdown;
 use eye_worker::dead_letters::DeadLetterMover;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -111,16 +112,23 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .max_connections(16)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false);
-    let db = Database::connect(options)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(sqlite_pragmas);
+    Database::connect(options)
         .await
-        .with_context(|| format!("failed to connect to the database at {}", redact(url)))?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        // WAL lets the api read tokens while the worker writes.
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .await?;
-    }
-    Ok(db)
+        .with_context(|| format!("failed to connect to the database at {}", redact(url)))
+}
+
+/// Set on every connection the pool opens, not only the first: most pragmas belong to one
+/// connection. WAL lets the api read tokens while the worker writes; `NORMAL` syncs at WAL
+/// checkpoints only, which WAL keeps consistent after a crash; a writer waits for another
+/// instead of failing at once; foreign keys are checked as on PostgreSQL.
+fn sqlite_pragmas(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true)
 }
 
 /// Brings the schema up to date.
@@ -175,6 +183,7 @@ pub async fn start_with_workers(
     queue: &Queue,
     workers: usize,
 ) -> anyhow::Result<Running> {
+    eye_admin::check_settings(settings)?;
     queue.apply_policies(settings).await?;
     let api = Api::build(settings, db.clone(), queue.publisher(settings)?).await?;
     let api_port = api.port();

@@ -415,3 +415,45 @@ fn services_refuse_an_example_secret_naming_jwt_secret() {
         );
     }
 }
+
+#[test]
+fn admin_and_dev_stop_at_start_on_a_wrong_admin_setting_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display());
+    let data_dir = dir.path().join("dev");
+    for (variable, value, message) in [
+        (
+            "EYE_ADMIN_TRUSTED_PROXIES",
+            "10.0.0.1, proxy.internal",
+            "admin_trusted_proxies: `proxy.internal` is not an IP address",
+        ),
+        (
+            "EYE_ADMIN_SEARCH_TIMEOUT_MS",
+            "0",
+            "admin_search_timeout_ms is 0",
+        ),
+    ] {
+        let run = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_eye"))
+                .args(args)
+                .env("EYE_DATABASE_URL", &url)
+                .env("EYE_JWT_SECRET", SECRET)
+                .env("EYE_CONFIG", "/nonexistent/eye.toml")
+                .env("EYE_API_ADDR", "127.0.0.1:0")
+                .env("EYE_ADMIN_ADDR", "127.0.0.1:0")
+                .env(variable, value)
+                .output()
+                .unwrap()
+        };
+        for output in [
+            run(&["admin"]),
+            run(&["dev", "--data-dir", data_dir.to_str().unwrap()]),
+        ] {
+            assert!(!output.status.success());
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(message), "{stderr}");
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(!stdout.contains("http://"), "nothing listened: {stdout}");
+        }
+    }
+}

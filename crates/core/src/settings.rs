@@ -36,6 +36,13 @@ pub struct Settings {
     pub admin_login_window_secs: u64,
     /// Rows on one page of the admin and of the read api (the api's `limit` may ask for fewer).
     pub admin_page_size: u64,
+    /// Proxies in front of the admin whose `X-Forwarded-For` and `X-Forwarded-Proto` are
+    /// believed: IP addresses or CIDR networks, as a list in `eye.toml` or comma-separated in
+    /// `EYE_ADMIN_TRUSTED_PROXIES`. Empty: the client is whoever connected.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub admin_trusted_proxies: Vec<String>,
+    /// How long a search for text inside `data` may run on PostgreSQL before it is stopped.
+    pub admin_search_timeout_ms: u64,
     /// Most events one request may carry.
     pub max_events_per_request: usize,
     /// Largest single event, in bytes of JSON.
@@ -122,6 +129,8 @@ impl Default for Settings {
             admin_login_attempts: 5,
             admin_login_window_secs: 900,
             admin_page_size: 50,
+            admin_trusted_proxies: Vec::new(),
+            admin_search_timeout_ms: 5_000,
             max_events_per_request: 500,
             max_event_bytes: 32 * 1024,
             max_request_bytes: 512 * 1024,
@@ -147,6 +156,25 @@ impl Default for Settings {
             log_format: LogFormat::Json,
         }
     }
+}
+
+/// A list from `eye.toml`, or one string of comma-separated items from the environment.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Items::deserialize(d)? {
+        Items::List(items) => items,
+        Items::Text(text) => text.split(',').map(str::to_owned).collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -404,6 +432,10 @@ impl Settings {
         Duration::from_micros(self.publish_linger_us)
     }
 
+    pub fn admin_search_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_search_timeout_ms)
+    }
+
     pub fn token_refresh(&self) -> Duration {
         Duration::from_millis(self.token_refresh_ms)
     }
@@ -443,6 +475,25 @@ mod tests {
             assert_eq!(settings.api_addr, "0.0.0.0:9000");
             assert_eq!(settings.unknown_events, UnknownEventPolicy::Reject);
             assert_eq!(settings.max_events_per_request, 500);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_list_in_the_file_or_commas_in_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "eye.toml",
+                "admin_trusted_proxies = [\"10.0.0.1\", \"192.168.0.0/16\"]",
+            )?;
+            let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(
+                settings.admin_trusted_proxies,
+                ["10.0.0.1", "192.168.0.0/16"]
+            );
+            jail.set_env("EYE_ADMIN_TRUSTED_PROXIES", "10.0.0.1, fd00::/8,");
+            let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.admin_trusted_proxies, ["10.0.0.1", "fd00::/8"]);
             Ok(())
         });
     }

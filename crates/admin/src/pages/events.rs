@@ -11,7 +11,8 @@ use crate::State;
 use crate::auth::{self, Viewer};
 use crate::error::PageError;
 use crate::filter::{EventQuery, parse_cursor};
-use crate::queries::{self, events::Order, events::PageRequest};
+use crate::queries;
+use crate::queries::events::{Order, Page, PageRequest, SearchError};
 use crate::views::{Time, html, query_string, summary};
 
 /// One row of an events table.
@@ -55,6 +56,8 @@ struct EventsPage {
     prev_href: Option<String>,
     first_href: String,
     csv_href: String,
+    /// Why no rows are shown although some may match.
+    notice: Option<String>,
 }
 
 fn request(query: &EventQuery, limit: u64, order: Order) -> Result<PageRequest, PageError> {
@@ -75,12 +78,14 @@ pub async fn list(
     let viewer = auth::viewer(&request_, &state).await?;
     let query = query.into_inner();
     let filter = query.filter()?;
-    let found = queries::events::page(
-        &state.db,
-        &filter,
-        &request(&query, state.page_size, Order::NewestFirst)?,
-    )
-    .await?;
+    let paging = request(&query, state.page_size, Order::NewestFirst)?;
+    // A text search that runs out of time shows the filters again with what to change.
+    let (found, notice) =
+        match queries::events::search(&state.db, &filter, &paging, state.search_timeout).await {
+            Ok(found) => (found, None),
+            Err(e @ SearchError::Timeout(_)) => (Page::empty(), Some(e.to_string())),
+            Err(SearchError::Db(e)) => return Err(e.into()),
+        };
     let names = queries::application_names(&state.db).await?;
     let link = |after: String, before: String| {
         let q = EventQuery {
@@ -103,8 +108,13 @@ pub async fn list(
         first_href: link(String::new(), String::new()),
         csv_href: format!("/events.csv{}", query_string(&query.first_page())),
         query,
+        notice,
     };
-    html(&page)
+    let mut response = html(&page)?;
+    if page.notice.is_some() {
+        *response.status_mut() = actix_web::http::StatusCode::SERVICE_UNAVAILABLE;
+    }
+    Ok(response)
 }
 
 #[tracing::instrument(skip_all)]
@@ -123,7 +133,12 @@ pub async fn export(
             "Content-Disposition",
             format!("attachment; filename=\"{file}\""),
         ))
-        .streaming(crate::csv::stream(state.db.clone(), filter, names)))
+        .streaming(crate::csv::stream(
+            state.db.clone(),
+            filter,
+            names,
+            state.search_timeout,
+        )))
 }
 
 #[derive(Template)]

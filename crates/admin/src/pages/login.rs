@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::CsrfForm;
 use crate::State;
-use crate::auth::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, sessions, users};
+use crate::auth::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, checks, sessions, users};
 use crate::error::PageError;
 use crate::views::html;
 
@@ -77,12 +77,19 @@ pub async fn form(
     page(&request, actix_web::http::StatusCode::OK, login)
 }
 
-#[tracing::instrument(skip_all, fields(username = %form.username))]
+/// Longer names are refused before anything is counted or looked up: no account has one
+/// (names have at most 64 characters), and the throttle's keys stay small.
+pub const MAX_USERNAME_CHARS: usize = 150;
+
+/// Every line logged here names the login by a keyed tag of the username (`user`), never its
+/// text: people type passwords into the name field.
+#[tracing::instrument(skip_all, fields(user = tracing::field::Empty, address = tracing::field::Empty))]
 pub async fn submit(
     request: HttpRequest,
     state: web::Data<State>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
+    use actix_web::http::StatusCode;
     let mut form = form.into_inner();
     // One spelling per account, so that " ana" and "ana" share their throttle.
     form.username = form.username.trim().to_owned();
@@ -90,45 +97,87 @@ pub async fn submit(
     if !expected.is_some_and(|c| sessions::same_secret(c.value(), &form.csrf)) {
         return Err(PageError::Csrf);
     }
-    let address = request
-        .peer_addr()
-        .map_or_else(String::new, |a| a.ip().to_string());
+    let too_long = form.username.chars().count() > MAX_USERNAME_CHARS;
     let again = |error: String, status| {
         let login = LoginPage {
             viewer: None,
             csrf: sessions::random_secret(),
             next: local(&form.next),
-            username: form.username.clone(),
+            username: if too_long {
+                String::new()
+            } else {
+                form.username.clone()
+            },
             error: Some(error),
         };
         page(&request, status, login)
     };
-    if let Some(wait) = state.throttle.wait(&form.username, &address) {
-        tracing::warn!(%address, "login throttled");
-        let minutes = wait.as_secs().div_ceil(60);
+    if too_long {
         return again(
-            format!("Too many failed logins. Try again in {minutes} minute(s)."),
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            format!("Usernames have at most {MAX_USERNAME_CHARS} characters."),
+            StatusCode::BAD_REQUEST,
         );
     }
-    let user = users::find(&state.db, &form.username).await?;
-    let password = form.password.clone();
-    let checked = user.clone();
-    let valid = web::block(move || users::verify(checked.as_ref(), &password))
+    let origin = state.proxies.origin(&request);
+    let span = tracing::Span::current();
+    span.record(
+        "user",
+        tracing::field::display(state.name_tags.tag(&form.username)),
+    );
+    span.record("address", tracing::field::display(origin.address));
+    // Counted now, before the password is checked, so that guesses sent at once all count.
+    let attempt = match state.throttle.attempt(&form.username, origin.address) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::warn!("login throttled");
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            return again(
+                format!("Too many failed logins. Try again in {minutes} minute(s)."),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+    };
+    let user = match users::find(&state.db, &form.username).await {
+        Ok(user) => user,
+        Err(e) => {
+            state.throttle.unchecked(attempt);
+            return Err(e.into());
+        }
+    };
+    let valid = match state
+        .password_checks
+        .verify(user.clone(), form.password.clone())
         .await
-        .unwrap_or(false);
+    {
+        Ok(valid) => valid,
+        Err(checks::Busy) => {
+            state.throttle.unchecked(attempt);
+            tracing::warn!("login not checked: too many at once");
+            let mut response = again(
+                "Too many logins are being checked at once, so yours was not: try again in a \
+                 moment."
+                    .into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )?;
+            response.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+            return Ok(response);
+        }
+    };
     let Some(user) = user.filter(|_| valid) else {
-        state.throttle.failed(&form.username, &address);
-        tracing::info!(%address, "login failed");
+        tracing::info!("login failed");
         return again(
             "Wrong username or password.".into(),
-            actix_web::http::StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
         );
     };
-    state.throttle.succeeded(&form.username);
+    state.throttle.succeeded(attempt);
     let lifetime = chrono::Duration::hours(state.session_hours.max(1));
     let secret = sessions::create(&state.db, &user, lifetime).await?;
-    tracing::info!("logged in");
+    // A real account's name is no secret.
+    tracing::info!(username = %user.username, "logged in");
     let mut session = auth::cookie(&request, SESSION_COOKIE, secret);
     session.set_max_age(actix_web::cookie::time::Duration::hours(
         state.session_hours.max(1),

@@ -1,7 +1,7 @@
 //! The pages people use. Handlers stay thin: parse, ask `queries`, render a template.
 
 mod apps;
-mod dashboard;
+pub(crate) mod dashboard;
 mod events;
 mod login;
 mod rejected;

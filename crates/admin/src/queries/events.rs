@@ -1,8 +1,13 @@
 //! Stored events: filtered, paged, and the session they belong to.
 
+use std::time::Duration;
+
 use eye_entity::{events, sessions};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter, Select};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Select, TransactionTrait,
+};
 use uuid::Uuid;
 
 use super::keyset;
@@ -38,13 +43,17 @@ pub async fn select(
         select = select.filter(Column::Timestamp.lt(to));
     }
     if let Some(text) = &filter.text {
-        // The JSON as text: PostgreSQL renders jsonb, SQLite keeps what was stored.
         // sea-query numbers `$1` for PostgreSQL and takes `?` as is for SQLite.
-        let sql = match db.get_database_backend() {
-            DbBackend::Postgres => "LOWER(CAST(data AS TEXT)) LIKE $1 ESCAPE '!'",
-            _ => "LOWER(CAST(data AS TEXT)) LIKE ? ESCAPE '!'",
+        let pattern = super::TextPattern::new(text);
+        let backend = db.get_database_backend();
+        let data = super::searchable_data(backend);
+        let condition = match backend {
+            DbBackend::Postgres => {
+                Expr::cust_with_values(format!("{data} ~ $1"), [pattern.regex()])
+            }
+            _ => Expr::cust_with_values(format!("{data} GLOB ?"), [pattern.glob()]),
         };
-        select = select.filter(Expr::cust_with_values(sql, [super::like_pattern(text)]));
+        select = select.filter(condition);
     }
     Ok(select)
 }
@@ -54,6 +63,54 @@ pub fn cursor(event: &events::Model) -> Cursor {
         time: event.timestamp,
         id: event.id,
     }
+}
+
+/// Why a search gave no page.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(
+        "searching the text inside data took longer than {} s and was stopped: narrow the time \
+         range, or add a category, name or session filter, and try again",
+        .0.as_secs_f64()
+    )]
+    Timeout(Duration),
+    #[error("the database could not answer")]
+    Db(#[from] DbErr),
+}
+
+/// Like [`page`], but a search for text inside `data` runs under a statement timeout on
+/// PostgreSQL (`SET LOCAL` in a read-only transaction of its own), because it reads every row
+/// of the range until the page is full. SQLite has no statement timeout.
+#[tracing::instrument(skip_all)]
+pub async fn search(
+    db: &DatabaseConnection,
+    filter: &EventFilter,
+    request: &PageRequest,
+    timeout: Duration,
+) -> Result<Page<events::Model>, SearchError> {
+    if filter.text.is_none() || db.get_database_backend() != DbBackend::Postgres {
+        return Ok(page(db, filter, request).await?);
+    }
+    let timed_out = |e: DbErr| {
+        if super::is_statement_timeout(&e) {
+            SearchError::Timeout(timeout)
+        } else {
+            SearchError::Db(e)
+        }
+    };
+    let transaction = db.begin().await?;
+    // A number, never text from the request.
+    let millis = timeout.as_millis().max(1);
+    transaction
+        .execute_unprepared(&format!(
+            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
+        ))
+        .await?;
+    let found = page(&transaction, filter, request)
+        .await
+        .map_err(timed_out)?;
+    transaction.commit().await?;
+    Ok(found)
 }
 
 #[tracing::instrument(skip_all)]
