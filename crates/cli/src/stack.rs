@@ -281,24 +281,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn passwords_in_urls_are_hidden() {
-        assert_eq!(
-            redact("postgres://eye:hunter2@db:5432/eye"),
-            "postgres://eye:***@db:5432/eye"
-        );
-        assert_eq!(redact("amqp://guest@mq/%2f"), "amqp://guest@mq/%2f");
-        assert_eq!(
-            redact("sqlite://./eye-data/eye.db?mode=rwc"),
-            "sqlite://./eye-data/eye.db?mode=rwc"
-        );
-    }
-}
-
 /// A running worker and, once it stopped, what it drained.
 pub struct WorkerHandle {
     task: JoinHandle<()>,
@@ -319,5 +301,23 @@ impl WorkerHandle {
     pub async fn finish(self) -> Shutdown {
         let _ = self.task.await;
         self.report.await.unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_in_urls_are_hidden() {
+        assert_eq!(
+            redact("postgres://eye:hunter2@db:5432/eye"),
+            "postgres://eye:***@db:5432/eye"
+        );
+        assert_eq!(redact("amqp://guest@mq/%2f"), "amqp://guest@mq/%2f");
+        assert_eq!(
+            redact("sqlite://./eye-data/eye.db?mode=rwc"),
+            "sqlite://./eye-data/eye.db?mode=rwc"
+        );
     }
 }
