@@ -46,7 +46,7 @@ pub fn row(event: &events::Model, applications: &HashMap<Uuid, String>) -> Strin
         event.session_id.to_string(),
         event.category.clone(),
         event.name.clone(),
-        event.data.to_string(),
+        event.data.clone(),
     ];
     let mut line = fields
         .iter()

@@ -109,9 +109,15 @@ struct EventJson<'a> {
     session_id: Uuid,
     category: &'a str,
     name: &'a str,
-    data: &'a Value,
+    /// `data` exactly as stored (numbers as sent, never through `f64`).
+    data: &'a serde_json::value::RawValue,
     timestamp: String,
     received_at: String,
+}
+
+/// Stored JSON text as a raw JSON value; the database only ever holds valid JSON.
+fn raw(text: &str) -> &serde_json::value::RawValue {
+    serde_json::from_str(text).unwrap_or(serde_json::value::RawValue::NULL)
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -126,7 +132,7 @@ fn event_json<'a>(e: &'a events::Model, names: &'a HashMap<Uuid, String>) -> Eve
         session_id: e.session_id,
         category: &e.category,
         name: &e.name,
-        data: &e.data,
+        data: raw(&e.data),
         timestamp: rfc3339(e.timestamp),
         received_at: rfc3339(e.received_at),
     }
@@ -229,11 +235,13 @@ async fn list_events(
     filter.application = application;
     let found = queries::events::search(&state.db, &filter, &paging, state.search_timeout).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "events": events,
-        "next_cursor": encode(found.next),
-        "prev_cursor": encode(found.prev),
-    })))
+    Ok(HttpResponse::Ok().json(Listing {
+        session: None,
+        key: "events",
+        rows: events,
+        next_cursor: encode(found.next),
+        prev_cursor: encode(found.prev),
+    }))
 }
 
 /// The query string of one session's page.
@@ -281,35 +289,75 @@ async fn session(
     )?;
     let found = queries::events::page(&state.db, &filter, &paging).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "session": {
+    Ok(HttpResponse::Ok().json(Listing {
+        session: Some(json!({
             "id": session.id,
             "application_id": session.application_id,
             "application": names.get(&session.application_id),
             "first_seen": rfc3339(session.first_seen),
             "last_seen": rfc3339(session.last_seen),
             "event_count": session.event_count,
-        },
-        "events": events,
-        "next_cursor": encode(found.next),
-        "prev_cursor": encode(found.prev),
-    })))
+        })),
+        key: "events",
+        rows: events,
+        next_cursor: encode(found.next),
+        prev_cursor: encode(found.prev),
+    }))
 }
 
-fn rejected_json(row: &rejected_events::Model, names: &HashMap<Uuid, String>) -> Value {
-    json!({
-        "id": row.id,
-        "application_id": row.application_id,
-        "application": names.get(&row.application_id),
-        "category": row.category,
-        "name": row.name,
-        // The event exactly as kept, not re-read through a lossy tree.
-        "payload": serde_json::value::RawValue::from_string(row.payload.clone())
-            .unwrap_or_else(|_| Default::default()),
-        "reasons": row.reasons,
-        "received_at": rfc3339(row.received_at),
-        "rejected_at": rfc3339(row.rejected_at),
-    })
+#[derive(Serialize)]
+struct RejectedJson<'a> {
+    id: Uuid,
+    application_id: Uuid,
+    application: Option<&'a str>,
+    category: &'a str,
+    name: &'a str,
+    /// The event exactly as kept, not re-read through a lossy tree.
+    payload: &'a serde_json::value::RawValue,
+    reasons: &'a Value,
+    received_at: String,
+    rejected_at: String,
+}
+
+fn rejected_json<'a>(
+    row: &'a rejected_events::Model,
+    names: &'a HashMap<Uuid, String>,
+) -> RejectedJson<'a> {
+    RejectedJson {
+        id: row.id,
+        application_id: row.application_id,
+        application: names.get(&row.application_id).map(String::as_str),
+        category: &row.category,
+        name: &row.name,
+        payload: raw(&row.payload),
+        reasons: &row.reasons,
+        received_at: rfc3339(row.received_at),
+        rejected_at: rfc3339(row.rejected_at),
+    }
+}
+
+/// A page of rows under `key`, with the cursors around it. Serialized as it stands (never
+/// through `serde_json::Value`), so raw JSON in the rows stays exactly as stored.
+struct Listing<T> {
+    session: Option<Value>,
+    key: &'static str,
+    rows: Vec<T>,
+    next_cursor: Option<String>,
+    prev_cursor: Option<String>,
+}
+
+impl<T: Serialize> Serialize for Listing<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(session) = &self.session {
+            map.serialize_entry("session", session)?;
+        }
+        map.serialize_entry(self.key, &self.rows)?;
+        map.serialize_entry("next_cursor", &self.next_cursor)?;
+        map.serialize_entry("prev_cursor", &self.prev_cursor)?;
+        map.end()
+    }
 }
 
 /// Rejected events, newest first, by application and reason code.
@@ -339,9 +387,11 @@ async fn list_rejected(
         .iter()
         .map(|r| rejected_json(r, &names))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "rejected_events": rows,
-        "next_cursor": encode(found.next),
-        "prev_cursor": encode(found.prev),
-    })))
+    Ok(HttpResponse::Ok().json(Listing {
+        session: None,
+        key: "rejected_events",
+        rows,
+        next_cursor: encode(found.next),
+        prev_cursor: encode(found.prev),
+    }))
 }

@@ -116,25 +116,23 @@ impl TestDb {
 
     /// Stores one event of `application` (created if new) as a worker would.
     async fn store_event(&self, application: &str, path: &str) {
-        use eye_entity::{events, tokens};
-        use sea_orm::{ActiveModelTrait, Set};
+        use eye_worker::store::{self, EventRow, Row};
         let db = eye_cli::stack::connect(&self.url).await.unwrap();
-        let app = tokens::ensure_application(&db, application).await.unwrap();
-        let now = chrono::Utc::now();
-        events::ActiveModel {
-            id: Set(uuid::Uuid::now_v7()),
-            application_id: Set(app.id),
-            session_id: Set(uuid::Uuid::new_v4()),
-            category: Set("page interaction".into()),
-            name: Set("pageview".into()),
-            data: Set(serde_json::json!({"host": "h", "path": path})),
-            timestamp: Set(now),
-            received_at: Set(now),
-            stored_at: Set(now),
-        }
-        .insert(&db)
-        .await
-        .unwrap();
+        let app = eye_entity::tokens::ensure_application(&db, application)
+            .await
+            .unwrap();
+        let now = eye_core::event::now();
+        let event = EventRow {
+            application_id: app.id,
+            id: uuid::Uuid::now_v7(),
+            session_id: uuid::Uuid::new_v4(),
+            category: "page interaction".into(),
+            name: "pageview".into(),
+            data: serde_json::json!({"host": "h", "path": path}).to_string(),
+            timestamp: now,
+            received_at: now,
+        };
+        store::write(&db, &[Row::Event(event)]).await.unwrap();
     }
 
     async fn tables(&self) -> Vec<String> {

@@ -10,8 +10,10 @@ pub struct Model {
     pub session_id: Uuid,
     pub category: String,
     pub name: String,
-    #[sea_orm(column_type = "JsonBinary")]
-    pub data: Json,
+    /// The JSON text as stored: read as text so that numbers come back exactly (a JSON value
+    /// would go through `f64`). Written by the worker, which casts the text it received.
+    #[sea_orm(column_type = "JsonBinary", select_as = "text")]
+    pub data: String,
     pub timestamp: DateTimeUtc,
     pub received_at: DateTimeUtc,
     pub stored_at: DateTimeUtc,

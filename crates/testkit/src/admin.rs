@@ -1,10 +1,9 @@
 //! Helpers for the admin panel: a logged-in browser-like client, and data seeded straight
 //! into the database so tests choose every timestamp.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, DurationRound, Utc};
-use eye_entity::{events, rejected_events, sessions, tokens};
+use eye_entity::{rejected_events, tokens};
+use eye_worker::store::{self, EventRow, Row};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, Set};
 use serde_json::Value;
@@ -170,48 +169,25 @@ impl TestApp {
             .unwrap_or_else(|_| Utc::now());
         let mut ids = Vec::with_capacity(seeds.len());
         let mut rows = Vec::with_capacity(seeds.len());
-        let mut sessions: BTreeMap<Uuid, (DateTime<Utc>, DateTime<Utc>, i64)> = BTreeMap::new();
         for seed in seeds {
             let id = Uuid::now_v7();
             ids.push(id);
             let recent = seed.timestamp <= now && now - seed.timestamp < chrono::Duration::days(2);
             let received = if recent { seed.timestamp } else { now };
-            rows.push(events::ActiveModel {
-                id: Set(id),
-                application_id: Set(application_id),
-                session_id: Set(seed.session_id),
-                category: Set(seed.category.clone()),
-                name: Set(seed.name.clone()),
-                data: Set(seed.data.clone()),
-                timestamp: Set(seed.timestamp),
-                received_at: Set(received),
-                stored_at: Set(received),
-            });
-            let entry =
-                sessions
-                    .entry(seed.session_id)
-                    .or_insert((seed.timestamp, seed.timestamp, 0));
-            entry.0 = entry.0.min(seed.timestamp);
-            entry.1 = entry.1.max(seed.timestamp);
-            entry.2 += 1;
+            rows.push(Row::Event(EventRow {
+                id,
+                application_id,
+                session_id: seed.session_id,
+                category: seed.category.clone(),
+                name: seed.name.clone(),
+                data: seed.data.to_string(),
+                timestamp: seed.timestamp,
+                received_at: received,
+            }));
         }
+        // Through the worker's own write, sessions included.
         for chunk in rows.chunks(500) {
-            events::Entity::insert_many(chunk.to_vec())
-                .exec(&self.db)
-                .await
-                .unwrap();
-        }
-        for (id, (first_seen, last_seen, event_count)) in sessions {
-            sessions::Entity::insert(sessions::ActiveModel {
-                id: Set(id),
-                application_id: Set(application_id),
-                first_seen: Set(first_seen),
-                last_seen: Set(last_seen),
-                event_count: Set(event_count),
-            })
-            .exec(&self.db)
-            .await
-            .unwrap();
+            store::write(&self.db, chunk).await.unwrap();
         }
         ids
     }

@@ -300,19 +300,12 @@ impl TestApp {
 
     /// An event's `data` as the database renders it, as text.
     pub async fn data_text(&self, application_id: Uuid, id: Uuid) -> String {
-        use sea_orm::{QuerySelect, sea_query::ExprTrait};
         events::Entity::find_by_id((application_id, id))
-            .select_only()
-            .column_as(
-                sea_orm::sea_query::Expr::col(events::Column::Data)
-                    .cast_as(sea_orm::sea_query::Alias::new("text")),
-                "data",
-            )
-            .into_tuple::<String>()
             .one(&self.db)
             .await
             .unwrap()
             .unwrap()
+            .data
     }
 
     pub async fn dead_letters(&self) -> Vec<eye_entity::dead_letters::Model> {
@@ -460,6 +453,11 @@ fn init_logging() {
                 .try_init();
         }
     });
+}
+
+/// A stored event's `data` as a JSON value (it is kept as text).
+pub fn data_of(event: &events::Model) -> Value {
+    serde_json::from_str(&event.data).unwrap()
 }
 
 /// An event of the given type with a fresh session and the timestamp as sent.

@@ -14,7 +14,7 @@ mod proxy;
 mod rabbit_node;
 
 pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
-pub use app::{APPLICATION, Options, TestApp, canonical_events, event, pageview};
+pub use app::{APPLICATION, Options, TestApp, canonical_events, data_of, event, pageview};
 pub use backend::Backend;
 pub use proxy::Proxy;
 pub use rabbit_node::RabbitNode;

@@ -425,7 +425,10 @@ async fn csv_export_holds_exactly_the_filtered_events(backend: Backend) {
             .all(|l| l.contains(",page interaction,cta click,"))
     );
     assert!(
-        lines[1].contains("\"{\"\"element\"\":\"\"buy\"\""),
+        // As stored: PostgreSQL renders jsonb with spaces and its own key order.
+        lines[1]
+            .replace(' ', "")
+            .contains("\"\"element\"\":\"\"buy\"\""),
         "data quoted: {}",
         lines[1]
     );
@@ -461,9 +464,15 @@ async fn csv_export_streams_sets_larger_than_one_database_page(backend: Backend)
     assert_eq!(rows.len(), 2_345, "every event, across database pages");
     let ids: std::collections::HashSet<&str> = rows.iter().map(|r| &r[..36]).collect();
     assert_eq!(ids.len(), 2_345, "none twice");
-    assert!(rows[0].contains("\"{\"\"i\"\":0}\""), "{}", rows[0]);
     assert!(
-        rows[2_344].contains("\"{\"\"i\"\":2344}\""),
+        rows[0].replace(' ', "").contains("\"{\"\"i\"\":0}\""),
+        "{}",
+        rows[0]
+    );
+    assert!(
+        rows[2_344]
+            .replace(' ', "")
+            .contains("\"{\"\"i\"\":2344}\""),
         "{}",
         rows[2_344]
     );

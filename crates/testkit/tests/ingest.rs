@@ -58,10 +58,13 @@ async fn the_three_canonical_events_are_stored_with_their_fields_in_utc(backend:
     assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
     assert!(stored.iter().all(|e| e.session_id == session));
     assert_eq!(
-        stored[1].data,
+        eye_testkit::data_of(&stored[1]),
         json!({"host": "www.consumeraffairs.com", "path": "/", "element": "chat bubble"})
     );
-    assert_eq!(stored[2].data["form"]["first_name"], "John");
+    assert_eq!(
+        eye_testkit::data_of(&stored[2])["form"]["first_name"],
+        "John"
+    );
     assert!(
         stored
             .iter()

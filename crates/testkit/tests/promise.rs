@@ -133,7 +133,7 @@ async fn two_applications_keep_their_own_events_and_sessions_under_the_same_ids(
         events
             .iter()
             .find(|e| e.application_id == application && e.id == id)
-            .map(|e| e.data["path"].clone())
+            .map(|e| eye_testkit::data_of(e)["path"].clone())
     };
     assert_eq!(path_of(shop), Some(json!("/shop")));
     assert_eq!(path_of(blog), Some(json!("/blog")));
@@ -186,6 +186,58 @@ async fn numbers_and_escapes_are_kept_exactly_as_sent(backend: Backend) {
         compact.contains(r#""huge":1e400"#) || compact.contains(&format!(r#""huge":{huge}"#)),
         "{stored}"
     );
+
+    // The read api gives the same values back, compared as decimals.
+    let reader = app
+        .token_with(
+            &[eye_core::token::Scope::EventsRead],
+            chrono::Duration::hours(1),
+        )
+        .await
+        .jwt;
+    let text = app
+        .client
+        .get(format!("{}/api/v1/events", app.admin_address))
+        .bearer_auth(reader)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (key, sent) in [
+        ("big", "123456789012345678901234567890"),
+        ("long", "0.1000000000000000055511151231257827"),
+        ("tiny", "1e-400"),
+        ("huge", "1e400"),
+    ] {
+        let start = text
+            .find(&format!(r#""{key}":"#))
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            + key.len()
+            + 3;
+        let read = text[start..].trim_start().split([',', '}']).next().unwrap();
+        assert_eq!(decimal(read), decimal(sent), "{key}: {read} in {text}");
+    }
+}
+
+/// A decimal as (sign, significant digits, position of the decimal point), so `1e-400` and
+/// `0.000…1` compare equal and nothing goes through a float.
+fn decimal(text: &str) -> (bool, String, i64) {
+    let (negative, text) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().unwrap()),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{frac}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let significant = digits.trim_matches('0').to_owned();
+    let point = int.len() as i64 + exponent - leading as i64;
+    (negative, significant, point)
 }
 
 async fn an_envelope_no_worker_can_read_is_kept_as_a_dead_letter_beside_good_ones(

@@ -78,7 +78,8 @@ async fn invalid_and_future_events_are_rejected_with_reasons_beside_the_valid_on
     let stored = app.stored_events().await;
     assert_eq!(stored.len(), 1);
     assert_eq!(
-        stored[0].data["path"], "/ok",
+        eye_testkit::data_of(&stored[0])["path"],
+        "/ok",
         "within the allowed clock skew"
     );
 

@@ -162,16 +162,13 @@ pub async fn detail(
     let event = queries::events::find(&state.db, application_id, id)
         .await?
         .ok_or(PageError::NotFound)?;
-    let data = queries::events::data_text(&state.db, application_id, id)
-        .await?
-        .unwrap_or_default();
     let names = queries::application_names(&state.db).await?;
     html(&EventPage {
         viewer: Some(viewer),
         row: EventRow::new(&event, &names),
         received: event.received_at.into(),
         stored: event.stored_at.into(),
-        data,
+        data: event.data.clone(),
     })
 }
 

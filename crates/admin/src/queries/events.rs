@@ -134,28 +134,6 @@ pub async fn find(
         .await
 }
 
-/// An event's `data` as stored, as text: numbers exactly as sent (the model's JSON value
-/// goes through `f64`).
-pub async fn data_text(
-    db: &impl ConnectionTrait,
-    application_id: Uuid,
-    id: Uuid,
-) -> Result<Option<String>, DbErr> {
-    use sea_orm::{QuerySelect, sea_query::Alias};
-    events::Entity::find_by_id((application_id, id))
-        .select_only()
-        .column_as(
-            sea_orm::sea_query::ExprTrait::cast_as(
-                Expr::col(events::Column::Data),
-                Alias::new("text"),
-            ),
-            "data",
-        )
-        .into_tuple::<String>()
-        .one(db)
-        .await
-}
-
 /// One application's session.
 pub async fn session(
     db: &impl ConnectionTrait,
