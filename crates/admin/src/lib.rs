@@ -20,6 +20,7 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, web};
 use eye_api::TokenGate;
 use eye_core::Settings;
+use eye_core::queue::Publisher;
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
 
@@ -36,6 +37,8 @@ pub struct State {
     keys: TokenKeys,
     throttle: Throttle,
     queue: QueueProbe,
+    /// Where replayed dead letters are published; none when this process has no queue.
+    publisher: Option<Publisher>,
     session_hours: i64,
     page_size: u64,
     token_refresh_ms: u64,
@@ -49,10 +52,13 @@ pub struct Admin {
 
 impl Admin {
     /// Binds `settings.admin_addr` (port 0 picks a free port) and prepares the server.
+    /// `publisher` replays dead letters; without one the Dead letters page only lists and
+    /// discards.
     pub async fn build(
         settings: &Settings,
         db: DatabaseConnection,
         queue: QueueProbe,
+        publisher: Option<Publisher>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.admin_addr).map_err(|e| {
             anyhow::anyhow!("failed to bind the admin to {}: {e}", settings.admin_addr)
@@ -73,6 +79,7 @@ impl Admin {
                 std::time::Duration::from_secs(settings.admin_login_window_secs),
             ),
             queue,
+            publisher,
             session_hours: settings.admin_session_hours,
             page_size: settings.admin_page_size.clamp(1, 1000),
             token_refresh_ms: settings.token_refresh_ms,

@@ -10,6 +10,8 @@ pub struct Totals {
     pub events: u64,
     pub sessions: u64,
     pub rejected: u64,
+    /// Messages no worker could read, waiting for an operator.
+    pub dead_letters: u64,
     pub applications: u64,
 }
 
@@ -38,6 +40,7 @@ pub async fn totals(db: &impl ConnectionTrait) -> Result<Totals, DbErr> {
         events: events::Entity::find().count(db).await?,
         sessions: sessions::Entity::find().count(db).await?,
         rejected: rejected_events::Entity::find().count(db).await?,
+        dead_letters: eye_entity::dead::count(db).await?,
         applications: applications::Entity::find().count(db).await?,
     })
 }
