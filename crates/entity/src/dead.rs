@@ -107,6 +107,8 @@ pub enum Selection {
     Ids(Vec<Uuid>),
     /// Every dead letter there was when the replay started.
     All,
+    /// The oldest so many of those (one click in the admin stays a short request).
+    Oldest(u64),
 }
 
 /// What a replay did.
@@ -139,10 +141,17 @@ pub async fn replay<E>(
         failed: None,
     };
     let started = Utc::now();
+    // Rows dead again during the replay are new (later ids and times) and are not taken up;
+    // should clocks disagree, this bound still ends the replay.
+    let mut left = match selection {
+        Selection::Ids(_) => u64::MAX,
+        Selection::All => count(db).await?,
+        Selection::Oldest(n) => *n,
+    };
     let mut after: Option<Uuid> = None;
     let named: &[Uuid] = match selection {
         Selection::Ids(ids) => ids,
-        Selection::All => &[],
+        Selection::All | Selection::Oldest(_) => &[],
     };
     let mut ids = named.iter();
     loop {
@@ -158,7 +167,11 @@ pub async fn replay<E>(
                     }
                 }
             }
-            Selection::All => {
+            Selection::All | Selection::Oldest(_) => {
+                if left == 0 {
+                    break;
+                }
+                left -= 1;
                 let mut select = dead_letters::Entity::find().filter(C::FirstDeadAt.lte(started));
                 if let Some(after) = after {
                     select = select.filter(C::Id.gt(after));

@@ -18,6 +18,7 @@ on_both_backends!(
     a_dead_letter_discarded_from_the_admin_is_gone,
     dead_letter_forms_without_the_sessions_csrf_token_are_refused,
     a_replay_keeps_a_message_that_comes_back_dead_or_cannot_be_published,
+    replaying_all_takes_the_oldest_first_and_only_what_was_there,
     the_cli_replay_publishes_through_rabbitmq_or_points_to_the_admin,
 );
 
@@ -317,4 +318,64 @@ async fn the_cli_replay_publishes_through_rabbitmq_or_points_to_the_admin(backen
     replayed.unwrap();
     app.wait_for_counts(2, 0).await;
     assert!(dead_letters(&app).await.is_empty());
+}
+
+/// A dead letter put straight into the table, dead at `at`.
+async fn put_dead(app: &TestApp, body: &[u8], at: chrono::DateTime<chrono::Utc>) -> Uuid {
+    let id = Uuid::now_v7();
+    dead_letters::ActiveModel {
+        id: Set(id),
+        digest: Set(id.simple().to_string()),
+        body: Set(body.to_vec()),
+        reason: Set("test".into()),
+        headers: Set("{}".into()),
+        first_dead_at: Set(at),
+        last_dead_at: Set(at),
+        count: Set(1),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+    id
+}
+
+async fn replaying_all_takes_the_oldest_first_and_only_what_was_there(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        eye_testkit::Options {
+            workers: 0,
+            ..Default::default()
+        },
+    )
+    .await;
+    let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    let first = put_dead(&app, b"first", an_hour_ago).await;
+    let second = put_dead(&app, b"second", an_hour_ago).await;
+    let third = put_dead(&app, b"third", an_hour_ago).await;
+
+    let mut published = Vec::new();
+    let done = dead::replay(&app.db, &Selection::Oldest(1), async |body: &[u8]| {
+        published.push(body.to_vec());
+        Ok::<_, String>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.replayed, [first]);
+    assert_eq!(published, [b"first".to_vec()]);
+
+    // Each message comes straight back dead as a new row: the replay still ends.
+    let done = dead::replay(&app.db, &Selection::All, async |body: &[u8]| {
+        put_dead(&app, body, chrono::Utc::now()).await;
+        Ok::<_, String>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(done.replayed, [second, third]);
+    let left: Vec<Vec<u8>> = dead_letters(&app)
+        .await
+        .into_iter()
+        .map(|d| d.body)
+        .collect();
+    assert_eq!(left.len(), 2, "the two that came back");
+    assert!(left.contains(&b"second".to_vec()) && left.contains(&b"third".to_vec()));
 }

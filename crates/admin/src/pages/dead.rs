@@ -18,6 +18,9 @@ use crate::views::{Time, html};
 
 /// How much of a body the detail page shows; a message can be megabytes.
 const SHOWN_BYTES: usize = 256 * 1024;
+/// Dead letters one "Replay all" publishes, oldest first; the rest wait for the next click (or
+/// `eye dead replay --all`), so a request stays short.
+const REPLAY_ALL_AT_ONCE: u64 = 1000;
 
 pub struct DeadRow {
     pub id: Uuid,
@@ -181,7 +184,7 @@ pub async fn replay_all(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
-    let done = replay(&state, &Selection::All).await?;
+    let done = replay(&state, &Selection::Oldest(REPLAY_ALL_AT_ONCE)).await?;
     tracing::info!(user = %viewer.username, replayed = done.replayed.len(), "dead letters replayed");
     Ok(back(&done))
 }
