@@ -175,7 +175,10 @@ async fn admin(settings: &Settings) -> anyhow::Result<()> {
     let probe = queue
         .as_ref()
         .map_or(QueueProbe::None, |q| q.probe(settings, 0));
-    let publisher = queue.map(|q| q.publisher(settings)).transpose()?;
+    let publisher = queue
+        .map(|q| q.publisher(settings))
+        .transpose()
+        .context("failed to set up publishing to amqp_url (EYE_AMQP_URL)")?;
     let admin = Admin::build(settings, db, probe, publisher).await?;
     tracing::info!(addr = %settings.admin_addr, port = admin.port(), "admin listening");
     let handle = admin.handle();

@@ -19,6 +19,7 @@ on_both_backends!(
     dead_letter_forms_without_the_sessions_csrf_token_are_refused,
     a_replay_keeps_a_message_that_comes_back_dead_or_cannot_be_published,
     replaying_all_takes_the_oldest_first_and_only_what_was_there,
+    an_admin_without_a_queue_lists_and_discards_but_does_not_replay,
     the_cli_replay_publishes_through_rabbitmq_or_points_to_the_admin,
 );
 
@@ -378,4 +379,50 @@ async fn replaying_all_takes_the_oldest_first_and_only_what_was_there(backend: B
         .collect();
     assert_eq!(left.len(), 2, "the two that came back");
     assert!(left.contains(&b"second".to_vec()) && left.contains(&b"third".to_vec()));
+}
+
+async fn an_admin_without_a_queue_lists_and_discards_but_does_not_replay(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = put_dead(&app, b"{\"v\":3}", chrono::Utc::now()).await;
+    // `eye admin` without amqp_url: no queue probe, no publisher.
+    let admin = eye_admin::Admin::build(
+        &app.settings,
+        app.db.clone(),
+        eye_admin::QueueProbe::None,
+        None,
+    )
+    .await
+    .unwrap();
+    let address = format!("http://127.0.0.1:{}", admin.port());
+    let handle = admin.handle();
+    tokio::spawn(admin.run_until_stopped());
+    eye_admin::create_user(
+        &app.db,
+        eye_testkit::ADMIN_USER,
+        eye_testkit::ADMIN_PASSWORD,
+    )
+    .await
+    .unwrap();
+    let mut client = eye_testkit::AdminClient::new(&address);
+    client
+        .login(eye_testkit::ADMIN_USER, eye_testkit::ADMIN_PASSWORD)
+        .await;
+
+    let (_, list) = client.get("/dead-letters").await;
+    assert!(list.contains("id=\"no-replay\""), "{list}");
+    assert!(!list.contains("id=\"replay-all\""));
+    let (_, detail) = client.get(&format!("/dead-letters/{id}")).await;
+    assert!(!detail.contains("id=\"replay\""));
+    let refused = client
+        .post(&format!("/dead-letters/{id}/replay"), &[])
+        .await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.text().await.unwrap().contains("replay_failed"));
+    assert_eq!(dead_letters(&app).await.len(), 1, "kept");
+    let discarded = client
+        .post(&format!("/dead-letters/{id}/discard"), &[])
+        .await;
+    assert_eq!(discarded.status(), StatusCode::SEE_OTHER);
+    assert!(dead_letters(&app).await.is_empty());
+    handle.stop(false).await;
 }
