@@ -31,6 +31,9 @@ pub enum PageError {
     Render(#[from] askama::Error),
     #[error("the token could not be issued")]
     Sign(#[source] eye_core::token::SignError),
+    /// The queue did not take a replayed dead letter; nothing not yet published was removed.
+    #[error("{0}")]
+    Replay(String),
 }
 
 impl From<TokenOpError> for PageError {
@@ -64,6 +67,7 @@ impl PageError {
             PageError::Db(_) => "database_unavailable",
             PageError::Render(_) => "render_failed",
             PageError::Sign(_) => "sign_failed",
+            PageError::Replay(_) => "replay_failed",
         }
     }
 }
@@ -83,7 +87,9 @@ impl ResponseError for PageError {
             PageError::Csrf => StatusCode::FORBIDDEN,
             PageError::BadFilter(_) | PageError::BadForm(_) => StatusCode::BAD_REQUEST,
             PageError::NotFound => StatusCode::NOT_FOUND,
-            PageError::SearchTimeout(_) | PageError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::SearchTimeout(_) | PageError::Db(_) | PageError::Replay(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             PageError::Render(_) | PageError::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

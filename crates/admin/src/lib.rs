@@ -23,6 +23,7 @@ use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{App, web};
 use eye_auth::TokenGate;
 use eye_core::Settings;
+use eye_core::queue::Publisher;
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
 
@@ -45,6 +46,8 @@ pub struct State {
     queue: QueueProbe,
     search_timeout: std::time::Duration,
     dashboard: pages::dashboard::Cache,
+    /// Where replayed dead letters are published; none when this process has no queue.
+    publisher: Option<Publisher>,
     session_hours: i64,
     page_size: u64,
     token_refresh_ms: u64,
@@ -69,10 +72,13 @@ pub struct Admin {
 
 impl Admin {
     /// Binds `settings.admin_addr` (port 0 picks a free port) and prepares the server.
+    /// `publisher` replays dead letters; without one the Dead letters page only lists and
+    /// discards.
     pub async fn build(
         settings: &Settings,
         db: DatabaseConnection,
         queue: QueueProbe,
+        publisher: Option<Publisher>,
     ) -> anyhow::Result<Self> {
         // Settings first: a wrong one stops the admin before it listens.
         let proxies = check_settings(settings)?;
@@ -102,6 +108,7 @@ impl Admin {
             queue,
             search_timeout: settings.admin_search_timeout(),
             dashboard: pages::dashboard::Cache::default(),
+            publisher,
             session_hours: settings.admin_session_hours,
             page_size: settings.admin_page_size.clamp(1, 1000),
             token_refresh_ms: settings.token_refresh_ms,

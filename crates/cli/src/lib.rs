@@ -2,5 +2,6 @@
 //! here; tests start the very same stack.
 
 pub mod broker;
+pub mod dead;
 pub mod dev;
 pub mod stack;

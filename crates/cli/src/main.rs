@@ -10,6 +10,7 @@ use eye_cli::dev;
 use eye_cli::stack::{self, Queue};
 use eye_core::Settings;
 use eye_core::token::{Scope, TokenKeys};
+use eye_entity::dead::Selection;
 use eye_entity::tokens;
 use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
@@ -63,6 +64,32 @@ enum Command {
     /// People who log in to the admin panel.
     #[command(subcommand)]
     User(UserCommand),
+    /// Messages no worker could read: list, replay or discard them.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// Lists dead letters, most recently dead first: id, last time, count, size, reason.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Publishes dead letters to the queue again (RabbitMQ) and removes each once confirmed;
+    /// events' ids make a replay harmless to repeat. Prints the ids replayed.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Replay {
+        ids: Vec<Uuid>,
+        /// Every dead letter there is when the replay starts.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Deletes dead letters for good.
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -137,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(command) => token(&settings, command).await,
         Command::App(command) => app(&settings, command).await,
         Command::User(command) => user(&settings, command).await,
+        Command::Dead(command) => dead(&settings, command).await,
     }
 }
 
@@ -162,9 +190,17 @@ async fn admin(settings: &Settings) -> anyhow::Result<()> {
     settings.jwt_secret()?;
     eye_admin::check_settings(settings)?;
     let db = stack::connect(settings.database_url()?).await?;
-    // Without a broker URL the dashboard shows the queue as unknown; everything else works.
-    let probe = Queue::from_settings(settings).map_or(QueueProbe::None, |q| q.probe(settings, 0));
-    let admin = Admin::build(settings, db, probe).await?;
+    // Without a broker URL the dashboard shows the queue as unknown and dead letters cannot be
+    // replayed from the panel; everything else works.
+    let queue = Queue::from_settings(settings).ok();
+    let probe = queue
+        .as_ref()
+        .map_or(QueueProbe::None, |q| q.probe(settings, 0));
+    let publisher = queue
+        .map(|q| q.publisher(settings))
+        .transpose()
+        .context("failed to set up publishing to amqp_url (EYE_AMQP_URL)")?;
+    let admin = Admin::build(settings, db, probe, publisher).await?;
     tracing::info!(addr = %settings.admin_addr, port = admin.port(), "admin listening");
     let handle = admin.handle();
     let server = tokio::spawn(admin.run_until_stopped());
@@ -320,6 +356,22 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<()> {
+    let db = stack::connect(settings.database_url()?).await?;
+    match command {
+        DeadCommand::List { limit } => eye_cli::dead::list(&db, limit).await,
+        DeadCommand::Replay { ids, all } => {
+            let selection = if all {
+                Selection::All
+            } else {
+                Selection::Ids(ids)
+            };
+            eye_cli::dead::replay(settings, &db, selection).await
+        }
+        DeadCommand::Discard { ids } => eye_cli::dead::discard(&db, &ids).await,
+    }
 }
 
 async fn app(settings: &Settings, command: AppCommand) -> anyhow::Result<()> {

@@ -189,7 +189,14 @@ pub async fn start_with_workers(
     let api_port = api.port();
     let handle = api.handle();
     let api_task = tokio::spawn(api.run_until_stopped());
-    let admin = Admin::build(settings, db.clone(), queue.probe(settings, workers)).await?;
+    // The admin replays dead letters through a publisher of its own, as the api publishes.
+    let admin = Admin::build(
+        settings,
+        db.clone(),
+        queue.probe(settings, workers),
+        Some(queue.publisher(settings)?),
+    )
+    .await?;
     let admin_port = admin.port();
     let admin_handle = admin.handle();
     let admin_task = tokio::spawn(admin.run_until_stopped());

@@ -264,6 +264,98 @@ async fn admin_users_are_created_from_stdin_once_each(db: &TestDb) {
     assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 10 characters"));
 }
 
+/// A dead letter as a worker would have written it.
+async fn dead_letter(db: &TestDb, body: &str, reason: &str, count: i64) -> uuid::Uuid {
+    use sea_orm::{ActiveModelTrait, Set};
+    let conn = eye_cli::stack::connect(&db.url).await.unwrap();
+    let id = uuid::Uuid::now_v7();
+    eye_entity::dead_letters::ActiveModel {
+        id: Set(id),
+        digest: Set(id.simple().to_string()),
+        body: Set(body.as_bytes().to_vec()),
+        reason: Set(reason.into()),
+        headers: Set("{}".into()),
+        first_dead_at: Set(chrono::Utc::now()),
+        last_dead_at: Set(chrono::Utc::now()),
+        count: Set(count),
+    }
+    .insert(&conn)
+    .await
+    .unwrap();
+    id
+}
+
+async fn dead_letters_are_listed_and_discarded_by_id(db: &TestDb) {
+    stdout(&db.eye(&["migrate"]));
+    let empty = db.eye(&["dead", "list"]);
+    assert_eq!(stdout(&empty).lines().count(), 1, "a header alone");
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("0 dead letters"));
+
+    let old = dead_letter(db, r#"{"v":2}"#, "envelope version 2 is not supported", 3).await;
+    let new = dead_letter(db, "not json", "undecodable message: expected value", 1).await;
+    let listed = stdout(&db.eye(&["dead", "list"]));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(
+        lines[1].starts_with(&new.to_string()),
+        "newest first: {listed}"
+    );
+    assert!(
+        lines[2].starts_with(&old.to_string())
+            && lines[2].contains(" 3 ")
+            && lines[2].contains(" 7 ")
+            && lines[2].ends_with("envelope version 2 is not supported"),
+        "{listed}"
+    );
+    let limited = db.eye(&["dead", "list", "--limit", "1"]);
+    assert_eq!(stdout(&limited).lines().count(), 2);
+    assert!(String::from_utf8_lossy(&limited.stderr).contains("newest 1 of 2"));
+
+    let unknown = uuid::Uuid::new_v4();
+    let refused = db.eye(&["dead", "discard", &old.to_string(), &unknown.to_string()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("no dead letter has the id {unknown}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout(&db.eye(&["dead", "list"])).lines().count(),
+        3,
+        "nothing was discarded"
+    );
+
+    let discarded = db.eye(&["dead", "discard", &old.to_string()]);
+    stdout(&discarded);
+    assert!(String::from_utf8_lossy(&discarded.stderr).contains("discarded 1"));
+    let listed = stdout(&db.eye(&["dead", "list"]));
+    assert!(!listed.contains(&old.to_string()) && listed.contains(&new.to_string()));
+
+    // Without a broker there is nothing to replay to: the message says where to go instead.
+    let replay = db.eye(&["dead", "replay", &new.to_string()]);
+    assert!(!replay.status.success());
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert!(
+        stderr.contains("EYE_AMQP_URL") && stderr.contains("admin panel"),
+        "{stderr}"
+    );
+    let neither = db.eye(&["dead", "replay"]);
+    assert!(!neither.status.success(), "an id or --all is required");
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_discarded_by_id_on_sqlite() {
+    dead_letters_are_listed_and_discarded_by_id(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_discarded_by_id_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        dead_letters_are_listed_and_discarded_by_id(&db).await;
+        db.drop().await;
+    }
+}
+
 #[tokio::test]
 async fn admin_users_are_created_from_stdin_once_each_on_sqlite() {
     admin_users_are_created_from_stdin_once_each(&TestDb::sqlite().await).await;

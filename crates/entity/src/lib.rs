@@ -1,10 +1,11 @@
 //! SeaORM entities, one module per table, and the few operations on them that the CLI,
-//! the api and the admin share (`tokens`).
+//! the api and the admin share (`tokens`, `dead`).
 
 pub mod admin_sessions;
 pub mod admin_users;
 pub mod api_tokens;
 pub mod applications;
+pub mod dead;
 pub mod dead_letters;
 pub mod events;
 pub mod rejected_events;

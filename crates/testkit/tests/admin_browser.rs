@@ -1,5 +1,5 @@
 //! The admin panel in a real headless Chromium: log in, filter, page, open a session, revoke a
-//! token and see the api refuse it. With `EYE_SCREENSHOTS=docs/screenshots` it also saves
+//! token and see the api refuse it, replay a dead letter. With `EYE_SCREENSHOTS=docs/screenshots` it also saves
 //! the pictures the README shows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, DurationRound, NaiveDateTime, Utc};
 use eye_testkit::browser::Browser;
 use eye_testkit::{ADMIN_PASSWORD, ADMIN_USER, Backend, Options, Seed, TestApp};
+use sea_orm::EntityTrait;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -211,6 +212,79 @@ async fn an_operator_finds_events_follows_a_session_and_revokes_a_token_in_a_bro
     assert_eq!(browser.text("#total-events").await, seeded.to_string());
     assert!(browser.exists("figure.chart svg").await);
     browser.screenshot("dashboard").await;
+
+    // A message from a newer api version is a dead letter; once repaired it replays into storage.
+    let event_id = Uuid::now_v7();
+    let mut envelope = json!({
+        "v": 2,
+        "application_id": app.application_id().await,
+        "token_id": Uuid::new_v4(),
+        "received_at": Utc::now(),
+        "events": [{"id": event_id, "session_id": Uuid::new_v4(), "category": "page interaction",
+                    "name": "pageview", "data": {"host": "www.shop.example", "path": "/new"},
+                    "timestamp": Utc::now()}],
+    });
+    let publisher = app.queue.publisher(&app.settings).unwrap();
+    publisher
+        .publish(&serde_json::to_vec(&envelope).unwrap())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        if let Some(dead) = eye_entity::dead_letters::Entity::find()
+            .one(&app.db)
+            .await
+            .unwrap()
+        {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The dashboard's numbers are cached for a few seconds.
+    let shown = Instant::now() + Duration::from_secs(15);
+    loop {
+        browser.goto(&format!("{admin}/")).await;
+        if browser.text("#total-dead").await == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < shown,
+            "the dashboard never showed the dead letter"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    browser.click("#total-dead").await;
+    browser.wait_for_url("/dead-letters").await;
+    browser.screenshot("dead-letters").await;
+    browser.click(&format!("#d-{} a", dead.id)).await;
+    browser
+        .wait_for_url(&format!("/dead-letters/{}", dead.id))
+        .await;
+    assert_eq!(
+        browser.text("#dead-reason").await,
+        "envelope version 2 is not supported"
+    );
+    assert!(browser.text("#dead-body").await.contains("\"v\":2"));
+    browser.screenshot("dead-letter").await;
+    envelope["v"] = json!(1);
+    let mut repaired: eye_entity::dead_letters::ActiveModel = dead.into();
+    repaired.body = sea_orm::Set(serde_json::to_vec(&envelope).unwrap());
+    sea_orm::ActiveModelTrait::update(repaired, &app.db)
+        .await
+        .unwrap();
+    browser.click("#replay button").await;
+    browser.wait_for_url("replayed=").await;
+    assert!(browser.text("#notice").await.contains("1 replayed"));
+    assert!(browser.exists("#no-dead-letters").await);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !app.stored_events().await.iter().any(|e| e.id == event_id) {
+        assert!(
+            Instant::now() < deadline,
+            "the replayed event is not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     browser.click("#logout").await;
     browser.wait_for_url("/login").await;

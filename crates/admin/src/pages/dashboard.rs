@@ -52,6 +52,12 @@ impl Cache {
         *cached = Some((Instant::now(), snapshot.clone()));
         Ok(snapshot)
     }
+
+    /// Forgets the numbers after this admin changed them (a discard, a replay), so the next
+    /// dashboard shows the change rather than what was true a moment ago.
+    pub async fn forget(&self) {
+        *self.0.lock().await = None;
+    }
 }
 
 /// Runs one part unless an earlier one ran out of time (the database is slow now: the page
@@ -111,6 +117,7 @@ struct DashboardPage {
     total_events: String,
     total_sessions: String,
     total_rejected: String,
+    total_dead_letters: String,
     total_applications: String,
     last_minute: String,
     last_hour: String,
@@ -194,6 +201,7 @@ pub async fn show(
         total_events: shown(totals.map(|t| t.events)),
         total_sessions: shown(totals.map(|t| t.sessions)),
         total_rejected: shown(totals.map(|t| t.rejected)),
+        total_dead_letters: shown(totals.map(|t| t.dead_letters)),
         total_applications: shown(totals.map(|t| t.applications)),
         last_minute: shown(
             numbers

@@ -2,6 +2,7 @@
 
 mod apps;
 pub(crate) mod dashboard;
+mod dead;
 mod events;
 mod login;
 mod rejected;
@@ -22,6 +23,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::get().to(events::session),
         )
         .route("/rejected", web::get().to(rejected::list))
+        .route("/dead-letters", web::get().to(dead::list))
+        .route("/dead-letters/replay", web::post().to(dead::replay_all))
+        .route("/dead-letters/{id}", web::get().to(dead::detail))
+        .route(
+            "/dead-letters/{id}/replay",
+            web::post().to(dead::replay_one),
+        )
+        .route("/dead-letters/{id}/discard", web::post().to(dead::discard))
         .route("/applications", web::get().to(apps::list))
         .route("/applications", web::post().to(apps::create))
         .route("/applications/state", web::post().to(apps::set_state))

@@ -54,6 +54,8 @@ pub struct Totals {
     pub events: Count,
     pub sessions: Count,
     pub rejected: Count,
+    /// Messages no worker could read, waiting for an operator.
+    pub dead_letters: Count,
     pub applications: Count,
 }
 
@@ -160,6 +162,7 @@ impl<'a> Reader<'a> {
             events: self.count(Table::Events).await?,
             sessions: self.count(Table::Sessions).await?,
             rejected: self.count(Table::Rejected).await?,
+            dead_letters: self.count(Table::DeadLetters).await?,
             applications: self.count(Table::Applications).await?,
         })
     }
@@ -171,6 +174,7 @@ enum Table {
     Events,
     Sessions,
     Rejected,
+    DeadLetters,
     Applications,
 }
 
@@ -180,6 +184,7 @@ impl Table {
             Table::Events => "events",
             Table::Sessions => "sessions",
             Table::Rejected => "rejected_events",
+            Table::DeadLetters => "dead_letters",
             Table::Applications => "applications",
         }
     }
