@@ -547,3 +547,167 @@ fn admin_and_dev_stop_at_start_on_a_wrong_admin_setting_naming_it() {
         }
     }
 }
+
+/// Rows stored before each application owned its ids are moved under their application by
+/// migration 6, and rolling it back restores the old keys while no id is shared.
+async fn existing_rows_move_under_their_application_and_back(db: &TestDb) {
+    use eye_entity::{events, rejected_events, sessions};
+    use eye_worker::store::{self, EventRow, Row};
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let conn = eye_cli::stack::connect(&db.url).await.unwrap();
+    eye_migration::Migrator::up(&conn, Some(5)).await.unwrap();
+    let backend = conn.get_database_backend();
+    let (app, id, session) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::new_v4(),
+    );
+    let at = chrono::DateTime::parse_from_rfc3339("2021-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let json = |n: usize| match backend {
+        sea_orm::DbBackend::Postgres => format!("CAST(${n} AS jsonb)"),
+        _ => "?".to_owned(),
+    };
+    let marks = |from: usize, to: usize| -> Vec<String> {
+        (from..=to)
+            .map(|n| match backend {
+                sea_orm::DbBackend::Postgres => format!("${n}"),
+                _ => "?".to_owned(),
+            })
+            .collect()
+    };
+    let m = marks(1, 9);
+    conn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO events (id, application_id, session_id, category, name, data, timestamp, received_at, stored_at) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {})",
+            m[0], m[1], m[2], m[3], m[4], json(6), m[6], m[7], m[8]
+        ),
+        [
+            id.into(),
+            app.into(),
+            session.into(),
+            "page interaction".into(),
+            "pageview".into(),
+            r#"{"host":"h","path":"/old"}"#.into(),
+            at.into(),
+            at.into(),
+            at.into(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let m = marks(1, 5);
+    conn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO sessions (id, application_id, first_seen, last_seen, event_count) \
+             VALUES ({}, {}, {}, {}, {})",
+            m[0], m[1], m[2], m[3], m[4]
+        ),
+        [
+            session.into(),
+            app.into(),
+            at.into(),
+            at.into(),
+            1i64.into(),
+        ],
+    ))
+    .await
+    .unwrap();
+    let m = marks(1, 8);
+    conn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO rejected_events (id, application_id, category, name, payload, reasons, received_at, rejected_at) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
+            m[0], m[1], m[2], m[3], json(5), json(6), m[6], m[7]
+        ),
+        [
+            id.into(),
+            app.into(),
+            "c".into(),
+            "n".into(),
+            r#"{"kept":true}"#.into(),
+            "[]".into(),
+            at.into(),
+            at.into(),
+        ],
+    ))
+    .await
+    .unwrap();
+
+    eye_migration::Migrator::up(&conn, None).await.unwrap();
+    let moved = events::Entity::find_by_id((app, id))
+        .one(&conn)
+        .await
+        .unwrap();
+    assert!(moved.unwrap().data.contains("/old"));
+    let session_row = sessions::Entity::find_by_id((app, session))
+        .one(&conn)
+        .await
+        .unwrap();
+    assert_eq!(session_row.unwrap().event_count, 1);
+    let rejected = rejected_events::Entity::find_by_id((app, id))
+        .one(&conn)
+        .await
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&rejected.unwrap().payload).unwrap();
+    assert_eq!(payload, serde_json::json!({"kept": true}));
+
+    // Another application may now use the same id.
+    let other = EventRow {
+        application_id: uuid::Uuid::now_v7(),
+        id,
+        session_id: session,
+        category: "page interaction".into(),
+        name: "pageview".into(),
+        data: r#"{"host":"h","path":"/other"}"#.into(),
+        timestamp: at,
+        received_at: at,
+    };
+    store::write(&conn, &[Row::Event(other.clone())])
+        .await
+        .unwrap();
+    assert_eq!(events::Entity::find().count(&conn).await.unwrap(), 2);
+
+    // Back down once no id is shared.
+    events::Entity::delete_by_id((other.application_id, id))
+        .exec(&conn)
+        .await
+        .unwrap();
+    assert!(
+        eye_migration::Migrator::down(&conn, Some(2)).await.is_err(),
+        "the other application's session still shares the id"
+    );
+    sessions::Entity::delete_by_id((other.application_id, session))
+        .exec(&conn)
+        .await
+        .unwrap();
+    eye_migration::Migrator::down(&conn, Some(2)).await.unwrap();
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT CAST(data AS TEXT) FROM events".to_owned(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let data: String = rows[0].try_get_by_index(0).unwrap();
+    assert!(data.contains("/old"), "{data}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_rows_move_under_their_application_and_back_on_sqlite() {
+    existing_rows_move_under_their_application_and_back(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_rows_move_under_their_application_and_back_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        existing_rows_move_under_their_application_and_back(&db).await;
+        db.drop().await;
+    }
+}
