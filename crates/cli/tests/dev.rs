@@ -228,3 +228,85 @@ async fn the_printed_admin_login_shows_the_events_sent_and_survives_a_restart() 
     admin_events_page(&second, 3).await;
     interrupt(&mut second);
 }
+
+/// A file system that fills up: the database cannot grow past `limit_kib`. The limit is the
+/// process's largest file size (`ulimit -f`), with the signal for passing it ignored so that
+/// writes fail as they would on a full disk.
+fn start_on_a_small_disk(data_dir: &Path, limit_kib: u64) -> (Dev, std::process::ChildStderr) {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!(
+            r#"trap "" XFSZ; ulimit -f {limit_kib}; exec "$0" "$@""#
+        ))
+        .arg(env!("CARGO_BIN_EXE_eye"))
+        .args(["dev", "--data-dir"])
+        .arg(data_dir)
+        .env("EYE_API_ADDR", "127.0.0.1:0")
+        .env("EYE_ADMIN_ADDR", "127.0.0.1:0")
+        .env("EYE_CONFIG", "/nonexistent/eye.toml")
+        .env("EYE_DRAIN_TIMEOUT_SECS", "2")
+        .env_remove("EYE_JWT_SECRET")
+        .env_remove("EYE_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut api, mut token) = (None, None);
+    while api.is_none() || token.is_none() {
+        let line = lines.next().expect("the banner ended early").unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["api", url, ..] => api = Some(url.trim_end_matches("/v1/events").to_owned()),
+            ["token", t] => token = Some((*t).to_owned()),
+            _ => {}
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    let dev = Dev {
+        child,
+        api: api.unwrap(),
+        token: token.unwrap(),
+        admin: String::new(),
+        password: String::new(),
+    };
+    (dev, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_at_ctrl_c_is_reported_as_a_loss_with_an_error_exit() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    // Room for the schema, the dev application and a little more; not for what follows.
+    let (mut dev, mut stderr) = start_on_a_small_disk(dir.path(), 2 * 1024);
+    let client = reqwest::Client::new();
+    let mut accepted = 0;
+    for _ in 0..60 {
+        let response = dev.post(&client, &batch(500)).await.unwrap();
+        if response.status() == 202 {
+            accepted += 500;
+        }
+    }
+    assert!(
+        accepted >= 20_000,
+        "the in-process queue accepts while the disk is full"
+    );
+    Command::new("kill")
+        .args(["-INT", &dev.child.id().to_string()])
+        .status()
+        .unwrap();
+    let exit = dev.child.wait().unwrap();
+    let mut said = String::new();
+    stderr.read_to_string(&mut said).unwrap();
+    assert!(!exit.success(), "a loss is an error exit: {said}");
+    assert!(
+        said.contains("could not be stored") && said.contains("are lost"),
+        "{said}"
+    );
+    let stored = count_events(dir.path()).await;
+    assert!(
+        (stored as usize) < accepted,
+        "{stored} of {accepted} stored: the disk was full"
+    );
+}

@@ -95,6 +95,9 @@ pub struct Settings {
     pub max_data_string_chars: usize,
     /// Messages the in-process queue of `eye dev` holds before publishing waits.
     pub memory_queue_capacity: usize,
+    /// How long a stopping `eye dev` keeps trying to store what its in-process queue holds
+    /// while the database refuses writes; what is left then is reported lost.
+    pub drain_timeout_secs: u64,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
 }
@@ -153,6 +156,7 @@ impl Default for Settings {
             max_name_chars: 128,
             max_data_string_chars: 8 * 1024,
             memory_queue_capacity: 10_000,
+            drain_timeout_secs: 60,
             log_format: LogFormat::Json,
         }
     }
@@ -412,6 +416,7 @@ impl Settings {
         check.range("clock_skew_secs", self.clock_skew_secs, 0..=7 * 86_400);
         check.range("max_name_chars", self.max_name_chars, 1..=1024);
         check.range("max_data_string_chars", self.max_data_string_chars, 1..=MIB);
+        check.range("drain_timeout_secs", self.drain_timeout_secs, 1..=3600);
         check.range(
             "memory_queue_capacity",
             self.memory_queue_capacity,

@@ -19,11 +19,14 @@ impl Worker {
     pub async fn run_until_stopped(mut self) -> Shutdown {
         tracing::info!("worker started");
         let mut backoff = Backoff::default();
+        // Messages of the in-process queue held when the database gave out at stop.
+        let mut held = None;
         loop {
             let batch = tokio::select! {
                 () = self.stop.cancelled() => break,
                 batch = self.consumer.next_batch(self.batch_limit, self.batch_wait) => batch,
             };
+            let messages = batch.as_ref().map_or(0, Vec::len);
             let result = match batch {
                 Ok(batch) => self.handle(batch).await,
                 Err(e) => Err(e.into()),
@@ -33,7 +36,10 @@ impl Worker {
                     backoff.reset();
                     tracing::debug!(?outcome, "batch handled");
                 }
-                Err(WorkerError::Stopped) => break,
+                Err(WorkerError::Stopped) => {
+                    held = Some(messages);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "queue or database unavailable; reconnecting");
                     self.consumer.reset();
@@ -43,7 +49,21 @@ impl Worker {
                 }
             }
         }
-        let shutdown = self.drain().await;
+        let shutdown = match held {
+            // The database already failed for the whole drain timeout: what the in-process
+            // queue holds cannot be stored now.
+            Some(messages) if self.consumer.is_in_process() => Shutdown {
+                drained: 0,
+                unstored: messages + self.consumer.abandon(),
+            },
+            _ => self.drain().await,
+        };
+        if shutdown.unstored > 0 {
+            tracing::error!(
+                unstored = shutdown.unstored,
+                "stopped with accepted messages that could not be stored; they are lost"
+            );
+        }
         tracing::info!(
             drained = shutdown.drained,
             unstored = shutdown.unstored,

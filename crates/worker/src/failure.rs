@@ -16,8 +16,6 @@ use crate::store::{self, DeadRow, RejectedRow, Row, Written};
 use crate::{Worker, WorkerError, sql};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long a stopping worker keeps retrying a write for the in-process queue.
-const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
 
 impl Worker {
     /// Stores every row somewhere: as given, or as its fallback.
@@ -71,7 +69,7 @@ impl Worker {
                     // Stopping: what the broker holds stays there, but the in-process queue has
                     // nowhere else to keep accepted events, so keep trying for a while.
                     let until = *drain_until
-                        .get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_PATIENCE);
+                        .get_or_insert_with(|| tokio::time::Instant::now() + self.drain_timeout);
                     if !self.consumer.is_in_process() || tokio::time::Instant::now() >= until {
                         return Err(WorkerError::Stopped);
                     }

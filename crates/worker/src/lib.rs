@@ -63,6 +63,8 @@ pub struct Worker {
     registry: Registry,
     batch_limit: BatchLimit,
     batch_wait: Duration,
+    /// How long a stopping worker keeps retrying writes for the in-process queue.
+    drain_timeout: Duration,
     stop: CancellationToken,
 }
 
@@ -79,6 +81,7 @@ impl Worker {
             registry: Registry::builtin(settings),
             batch_limit: settings.worker_batch_limit(),
             batch_wait: settings.worker_batch_wait(),
+            drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
             stop,
         }
     }
