@@ -15,6 +15,7 @@ on_both_backends!(
     numbers_and_escapes_are_kept_exactly_as_sent,
     an_envelope_no_worker_can_read_is_kept_as_a_dead_letter_beside_good_ones,
     a_thousand_bad_strings_give_fifty_reasons_and_a_count,
+    a_lone_surrogate_is_rejected_and_kept_exactly_as_sent,
 );
 
 const GOOD_EVENTS: usize = 40;
@@ -320,4 +321,40 @@ async fn a_thousand_bad_strings_give_fifty_reasons_and_a_count(backend: Backend)
             .unwrap()
             .starts_with("1450 more")
     );
+}
+
+async fn a_lone_surrogate_is_rejected_and_kept_exactly_as_sent(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let deep = "{\"k\":".repeat(100) + "\"x\"" + &"}".repeat(100);
+    let body = format!(
+        r#"{{"session_id":"{}","category":"page interaction","name":"pageview","data":{{"host":"h","path":"/","s":"a\ud800b","n":1e400,"deep":{deep},"nul":"\u0000"}},"timestamp":"2021-01-01 00:00:00"}}"#,
+        Uuid::new_v4()
+    );
+    let response = app
+        .post_raw(
+            Some(&app.token),
+            "application/json",
+            None,
+            body.into_bytes(),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    app.wait_for_counts(0, 1).await;
+    let rejected = &app.rejected_events().await[0];
+    let codes: Vec<&str> = rejected
+        .reasons
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"lone_surrogate"), "{codes:?}");
+    assert!(codes.contains(&"invalid_character"), "{codes:?}");
+    for exact in [r#""s":"a\ud800b""#, r#""n":1e400"#, r#""nul":"\u0000""#] {
+        assert!(
+            rejected.payload.contains(exact),
+            "{exact} in {}",
+            rejected.payload
+        );
+    }
 }

@@ -197,6 +197,19 @@ mod tests {
             check("c", "n", json!(null), &s),
             pairs(&[("data", "not_object")])
         );
+        let mut deep = json!("nul\u{0}");
+        for _ in 0..100 {
+            deep = json!({ "level": deep });
+        }
+        let found = check("c", "n", json!({ "d": deep }), &s);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].0.chars().count(),
+            256,
+            "paths are cut: {}",
+            found[0].0
+        );
+        assert!(found[0].0.ends_with('…'));
     }
 
     #[test]
