@@ -51,7 +51,7 @@ impl BatchOutcome {
 pub enum WorkerError {
     #[error(transparent)]
     Queue(#[from] ConsumeError),
-    #[error("stopped before the batch was stored; it stays unacknowledged")]
+    #[error("stopped before the batch was stored (RabbitMQ keeps it; the in-process queue cannot)")]
     Stopped,
     #[error("a dead letter could not be stored: {0}")]
     Unstorable(String),
