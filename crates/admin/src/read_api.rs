@@ -187,10 +187,14 @@ impl Reach {
     }
 }
 
-fn empty_page(key: &str) -> HttpResponse {
-    let mut page = json!({"next_cursor": null, "prev_cursor": null});
-    page[key] = json!([]);
-    HttpResponse::Ok().json(page)
+fn empty_page(key: &'static str) -> HttpResponse {
+    HttpResponse::Ok().json(Listing::<Value> {
+        session: None,
+        key,
+        rows: Vec::new(),
+        next_cursor: None,
+        prev_cursor: None,
+    })
 }
 
 fn encode(cursor: Option<Cursor>) -> Option<String> {

@@ -50,7 +50,6 @@ pub fn url_encode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A JSON value on one line, cut to `max` characters.
 /// JSON text cut to `max` characters for a table cell.
 pub fn summary(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

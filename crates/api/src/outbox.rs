@@ -168,11 +168,14 @@ async fn run(publisher: Publisher, mut rx: mpsc::Receiver<Pending>, config: Outb
                 batch.push(next);
             }
         }
-        // The linger may have outlived a client or a deadline.
-        let mut batch: Vec<Pending> = batch
-            .into_iter()
-            .filter_map(|p| still_wanted(p, least))
-            .collect();
+        // The linger may have outlived a client or a deadline; without one, each was just
+        // checked on arrival.
+        if !config.linger.is_zero() {
+            batch = batch
+                .into_iter()
+                .filter_map(|p| still_wanted(p, least))
+                .collect();
+        }
         let Some(deadline) = batch.iter().map(|p| p.deadline).min() else {
             continue;
         };

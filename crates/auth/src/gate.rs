@@ -29,7 +29,8 @@ pub const REFRESH_TASK: &str = "token refresh";
 pub struct Grant {
     pub token_id: Uuid,
     pub application_id: Uuid,
-    pub scopes: HashSet<Scope>,
+    /// Shared with the cached row: a request clones a pointer, not the set.
+    pub scopes: Arc<HashSet<Scope>>,
 }
 
 impl Grant {
@@ -42,7 +43,7 @@ impl Grant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TokenRow {
     application_id: Uuid,
-    scopes: HashSet<Scope>,
+    scopes: Arc<HashSet<Scope>>,
     expires_at: DateTime<Utc>,
     revoked: bool,
     application_disabled: bool,
@@ -53,7 +54,7 @@ impl TokenRow {
     fn new(token: &api_tokens::Model, app: Option<&applications::Model>) -> Option<Self> {
         Some(Self {
             application_id: token.application_id,
-            scopes: tokens::scopes(token),
+            scopes: Arc::new(tokens::scopes(token)),
             expires_at: token.expires_at,
             revoked: token.revoked_at.is_some(),
             application_disabled: app?.disabled,
@@ -250,7 +251,7 @@ mod tests {
     fn row() -> TokenRow {
         TokenRow {
             application_id: Uuid::new_v4(),
-            scopes: HashSet::from([Scope::EventsWrite]),
+            scopes: Arc::new(HashSet::from([Scope::EventsWrite])),
             expires_at: DateTime::from_timestamp(2_000_000_000, 500_000).unwrap(),
             revoked: false,
             application_disabled: false,
@@ -264,7 +265,7 @@ mod tests {
             iss: eye_core::token::ISSUER.into(),
             iat: 1_900_000_000,
             exp: row.expires_at.timestamp(),
-            scopes: row.scopes.clone(),
+            scopes: (*row.scopes).clone(),
         }
     }
 

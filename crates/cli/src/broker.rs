@@ -128,12 +128,12 @@ fn management(settings: &Settings) -> anyhow::Result<Option<Management>> {
         Some(url) => {
             let url = Url::parse(url.expose_secret())
                 .context("amqp_management_url is not a URL (or `off`)")?;
-            let user = if url.username().is_empty() {
-                amqp.username()
-            } else {
-                url.username()
+            // The AMQP credentials stand in only as a pair, and guest when there are none.
+            let (user, password) = match (url.username(), amqp.username()) {
+                ("", "") => ("guest", url.password().unwrap_or("guest")),
+                ("", user) => (user, amqp.password().unwrap_or("guest")),
+                (user, _) => (user, url.password().unwrap_or("guest")),
             };
-            let password = url.password().or(amqp.password()).unwrap_or("guest");
             (url.clone(), percent_decode(user), percent_decode(password))
         }
         None => {
@@ -171,26 +171,9 @@ impl Management {
 }
 
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

@@ -140,14 +140,11 @@ enum AppCommand {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.config)?;
-    // Services refuse a setting out of range before they connect or listen.
+    // Services refuse a setting out of range before they connect or listen (`dev::run`
+    // checks its own).
     if matches!(
         cli.command,
-        Command::Dev { .. }
-            | Command::Api
-            | Command::Admin
-            | Command::Worker { .. }
-            | Command::Migrate { .. }
+        Command::Api | Command::Admin | Command::Worker { .. } | Command::Migrate { .. }
     ) {
         settings.validate()?;
     }
@@ -270,10 +267,6 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn broker_policies(settings: &Settings) -> anyhow::Result<bool> {
-    eye_cli::broker::apply_policies(settings).await
-}
-
 async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
     if rollback {
@@ -286,7 +279,7 @@ async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
         eprintln!("the schema is up to date");
         // The broker's queue policy too, where a broker is configured.
         if settings.amqp_url.is_some() {
-            if broker_policies(settings).await? {
+            if eye_cli::broker::apply_policies(settings).await? {
                 eprintln!("the queue policies of `{}` are set", settings.queue_prefix);
             } else {
                 eprintln!(

@@ -232,7 +232,10 @@ async fn the_printed_admin_login_shows_the_events_sent_and_survives_a_restart() 
 /// A file system that fills up: the database cannot grow past `limit_kib`. The limit is the
 /// process's largest file size (`ulimit -f`), with the signal for passing it ignored so that
 /// writes fail as they would on a full disk.
-fn start_on_a_small_disk(data_dir: &Path, limit_kib: u64) -> (Dev, std::process::ChildStderr) {
+fn start_on_a_small_disk(
+    data_dir: &Path,
+    limit_kib: u64,
+) -> (Dev, std::thread::JoinHandle<String>) {
     let mut command = Command::new("bash");
     command
         .arg("-c")
@@ -251,7 +254,13 @@ fn start_on_a_small_disk(data_dir: &Path, limit_kib: u64) -> (Dev, std::process:
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // Read as it comes, so that a full pipe never blocks the process while it logs errors.
+    let mut pipe = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut said = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut said);
+        said
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut api, mut token) = (None, None);
     while api.is_none() || token.is_none() {
@@ -276,10 +285,9 @@ fn start_on_a_small_disk(data_dir: &Path, limit_kib: u64) -> (Dev, std::process:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_ctrl_c_is_reported_as_a_loss_with_an_error_exit() {
-    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     // Room for the schema, the dev application and a little more; not for what follows.
-    let (mut dev, mut stderr) = start_on_a_small_disk(dir.path(), 2 * 1024);
+    let (mut dev, stderr) = start_on_a_small_disk(dir.path(), 2 * 1024);
     let client = reqwest::Client::new();
     let mut accepted = 0;
     for _ in 0..60 {
@@ -297,8 +305,7 @@ async fn a_full_disk_at_ctrl_c_is_reported_as_a_loss_with_an_error_exit() {
         .status()
         .unwrap();
     let exit = dev.child.wait().unwrap();
-    let mut said = String::new();
-    stderr.read_to_string(&mut said).unwrap();
+    let said = stderr.join().unwrap();
     assert!(!exit.success(), "a loss is an error exit: {said}");
     assert!(
         said.contains("could not be stored") && said.contains("are lost"),

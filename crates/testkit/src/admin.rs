@@ -143,11 +143,7 @@ impl TestApp {
     }
 
     pub async fn application_id(&self) -> Uuid {
-        tokens::find_application(&self.db, APPLICATION)
-            .await
-            .unwrap()
-            .unwrap()
-            .id
+        self.application_id_of(APPLICATION).await
     }
 
     /// The id of the application with this name, created if it does not exist yet.

@@ -227,6 +227,18 @@ impl TestApp {
         .await
     }
 
+    /// Posts JSON text as it is (numbers and escapes a `Value` could not hold) with the app's
+    /// token.
+    pub async fn post_text(&self, body: &str) -> reqwest::Response {
+        self.post_raw(
+            Some(&self.token),
+            "application/json",
+            None,
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
     pub async fn post_raw(
         &self,
         token: Option<&str>,
@@ -277,15 +289,12 @@ impl TestApp {
 
     /// A write token of another application (created on first use).
     pub async fn write_token_for(&self, application: &str) -> String {
-        tokens::issue(
-            &self.db,
-            &self.keys,
+        self.token_for(
             application,
-            HashSet::from([Scope::EventsWrite]),
+            &[Scope::EventsWrite],
             chrono::Duration::hours(1),
         )
         .await
-        .unwrap()
         .jwt
     }
 
@@ -313,6 +322,23 @@ impl TestApp {
             .all(&self.db)
             .await
             .unwrap()
+    }
+
+    /// Waits until the table holds `n` dead letters (30 s at most).
+    pub async fn wait_for_dead_letters(&self, n: usize) -> Vec<eye_entity::dead_letters::Model> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let rows = self.dead_letters().await;
+            if rows.len() == n {
+                return rows;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected {n} dead letters, found {}",
+                rows.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn stored_events(&self) -> Vec<events::Model> {

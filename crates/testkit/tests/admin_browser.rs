@@ -51,7 +51,7 @@ async fn seed_day(app: &TestApp) -> usize {
         app.seed_rejected(
             "page interaction",
             json!({"host": "www.shop.example", "timestamp": "2031-01-01 00:00:00"}),
-            &[("timestamp", "in_future")],
+            &[("timestamp", "timestamp_in_future")],
             at,
         )
         .await;

@@ -513,7 +513,7 @@ async fn rejected_events_filter_by_reason_and_show_payload_and_reasons(backend: 
         .seed_rejected(
             "page interaction",
             json!({"host": "<b>h</b>", "path": "/"}),
-            &[("timestamp", "in_future")],
+            &[("timestamp", "timestamp_in_future")],
             now,
         )
         .await;
@@ -521,7 +521,10 @@ async fn rejected_events_filter_by_reason_and_show_payload_and_reasons(backend: 
         .seed_rejected(
             "page interaction",
             json!({"host": "h"}),
-            &[("data.path", "required"), ("timestamp", "in_future")],
+            &[
+                ("data.path", "required"),
+                ("timestamp", "timestamp_in_future"),
+            ],
             now,
         )
         .await;
@@ -535,7 +538,7 @@ async fn rejected_events_filter_by_reason_and_show_payload_and_reasons(backend: 
         .await;
     let mut client = app.admin().await;
 
-    let (_, page) = client.get("/rejected?reason=in_future").await;
+    let (_, page) = client.get("/rejected?reason=timestamp_in_future").await;
     assert!(
         page.contains(&future.to_string()) && page.contains(&missing.to_string()),
         "{page}"
@@ -558,15 +561,17 @@ async fn rejected_events_filter_by_reason_and_show_payload_and_reasons(backend: 
         .seed_rejected(
             "page interaction",
             json!({}),
-            &[("timestamp", "in_future")],
+            &[("timestamp", "timestamp_in_future")],
             now - chrono::Duration::days(3),
         )
         .await;
-    let (_, page) = client.get("/rejected?reason=in_future").await;
+    let (_, page) = client.get("/rejected?reason=timestamp_in_future").await;
     assert!(page.contains(&format!("r-{old}")));
     let today = now.format("%Y-%m-%d").to_string();
     let (_, page) = client
-        .get(&format!("/rejected?reason=in_future&from={today}"))
+        .get(&format!(
+            "/rejected?reason=timestamp_in_future&from={today}"
+        ))
         .await;
     assert!(page.contains(&format!("r-{future}")) && !page.contains(&format!("r-{old}")));
     let (_, page) = client.get(&format!("/rejected?to={today}")).await;

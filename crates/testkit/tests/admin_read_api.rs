@@ -262,7 +262,7 @@ async fn two_applications(app: &TestApp) -> TwoApplications {
     app.seed(&[seed(own_session, 1), seed(own_session, 2)])
         .await;
     app.seed_for(OTHER, &[seed(other_session, 3)]).await;
-    let reasons = [("timestamp", "in_future")];
+    let reasons = [("timestamp", "timestamp_in_future")];
     app.seed_rejected("page interaction", json!({"i": 4}), &reasons, at(4))
         .await;
     app.seed_rejected_for(OTHER, "page interaction", json!({"i": 5}), &reasons, at(5))

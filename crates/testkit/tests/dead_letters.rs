@@ -2,7 +2,7 @@
 //! a fix replayed into storage exactly once, or discarded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eye_entity::dead::{self, Selection};
 use eye_entity::dead_letters;
@@ -59,27 +59,6 @@ async fn publish(app: &TestApp, body: &Value) {
         .unwrap();
 }
 
-async fn dead_letters(app: &TestApp) -> Vec<dead_letters::Model> {
-    dead_letters::Entity::find().all(&app.db).await.unwrap()
-}
-
-/// Waits until the table holds `n` dead letters.
-async fn wait_for_dead(app: &TestApp, n: usize) -> Vec<dead_letters::Model> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = dead_letters(app).await;
-        if rows.len() == n {
-            return rows;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} dead letters, found {}",
-            rows.len()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn number(page: &str, id: &str) -> String {
     let marker = format!("id=\"{id}\">");
     let start = page.find(&marker).unwrap() + marker.len();
@@ -92,7 +71,7 @@ async fn a_message_with_an_unknown_envelope_version_is_shown_on_the_dead_letters
     let app = TestApp::spawn(backend).await;
     let (body, _) = envelope(&app, 2, 2).await;
     publish(&app, &body).await;
-    let rows = wait_for_dead(&app, 1).await;
+    let rows = app.wait_for_dead_letters(1).await;
     let row = &rows[0];
     assert_eq!(row.reason, "envelope version 2 is not supported");
     assert_eq!(row.count, 1);
@@ -136,7 +115,7 @@ async fn a_repaired_dead_letter_replayed_from_the_admin_is_stored_once(backend: 
     let app = TestApp::spawn(backend).await;
     let (mut body, ids) = envelope(&app, 2, 3).await;
     publish(&app, &body).await;
-    let row = wait_for_dead(&app, 1).await.remove(0);
+    let row = app.wait_for_dead_letters(1).await.remove(0);
 
     // An operator repairs the message: the version this build reads.
     body["v"] = json!(1);
@@ -157,7 +136,7 @@ async fn a_repaired_dead_letter_replayed_from_the_admin_is_stored_once(backend: 
     );
     app.wait_for_counts(3, 0).await;
     assert!(
-        dead_letters(&app).await.is_empty(),
+        app.dead_letters().await.is_empty(),
         "the replayed row is gone"
     );
     let (_, list) = client.get("/dead-letters?replayed=1&dead_again=0").await;
@@ -198,13 +177,13 @@ async fn a_repaired_dead_letter_replayed_from_the_admin_is_stored_once(backend: 
     let session = body["events"][0]["session_id"].as_str().unwrap();
     let session = app.session(session.parse().unwrap()).await.unwrap();
     assert_eq!(session.event_count, 3, "the session counts each event once");
-    assert!(dead_letters(&app).await.is_empty());
+    assert!(app.dead_letters().await.is_empty());
 }
 
 async fn a_dead_letter_discarded_from_the_admin_is_gone(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     publish(&app, &json!({"v": 7})).await;
-    let row = wait_for_dead(&app, 1).await.remove(0);
+    let row = app.wait_for_dead_letters(1).await.remove(0);
 
     let mut client = app.admin().await;
     client.get(&format!("/dead-letters/{}", row.id)).await;
@@ -212,7 +191,7 @@ async fn a_dead_letter_discarded_from_the_admin_is_gone(backend: Backend) {
         .post(&format!("/dead-letters/{}/discard", row.id), &[])
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert!(dead_letters(&app).await.is_empty());
+    assert!(app.dead_letters().await.is_empty());
     let (_, dashboard) = client.get("/").await;
     assert_eq!(number(&dashboard, "total-dead"), "0");
 
@@ -230,7 +209,7 @@ async fn dead_letter_forms_without_the_sessions_csrf_token_are_refused(backend: 
     let app = TestApp::spawn(backend).await;
     let (mut body, _) = envelope(&app, 2, 1).await;
     publish(&app, &body).await;
-    let row = wait_for_dead(&app, 1).await.remove(0);
+    let row = app.wait_for_dead_letters(1).await.remove(0);
     body["v"] = json!(1);
     let mut active: dead_letters::ActiveModel = row.clone().into();
     active.body = Set(serde_json::to_vec(&body).unwrap());
@@ -247,14 +226,14 @@ async fn dead_letter_forms_without_the_sessions_csrf_token_are_refused(backend: 
         assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(dead_letters(&app).await.len(), 1, "the row is kept");
+    assert_eq!(app.dead_letters().await.len(), 1, "the row is kept");
     assert_eq!(app.counts().await, (0, 0), "nothing was replayed");
 }
 
 async fn a_replay_keeps_a_message_that_comes_back_dead_or_cannot_be_published(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     publish(&app, &json!({"v": 9})).await;
-    let row = wait_for_dead(&app, 1).await.remove(0);
+    let row = app.wait_for_dead_letters(1).await.remove(0);
 
     // Dead-lettered again between the publish and the delete: the row must stay.
     let done = dead::replay(
@@ -272,7 +251,7 @@ async fn a_replay_keeps_a_message_that_comes_back_dead_or_cannot_be_published(ba
     .unwrap();
     assert_eq!(done.dead_again, [row.id]);
     assert!(done.replayed.is_empty());
-    assert_eq!(dead_letters(&app).await.len(), 1);
+    assert_eq!(app.dead_letters().await.len(), 1);
 
     // A publish the queue did not confirm removes nothing and stops the replay.
     let done = dead::replay(&app.db, &Selection::All, async |_: &[u8]| {
@@ -282,7 +261,7 @@ async fn a_replay_keeps_a_message_that_comes_back_dead_or_cannot_be_published(ba
     .unwrap();
     assert_eq!(done.failed, Some((row.id, "the queue is full")));
     assert!(done.replayed.is_empty());
-    assert_eq!(dead_letters(&app).await.len(), 1);
+    assert_eq!(app.dead_letters().await.len(), 1);
 
     let unknown = Uuid::new_v4();
     let done = dead::replay(
@@ -303,7 +282,7 @@ async fn the_cli_replay_publishes_through_rabbitmq_or_points_to_the_admin(backen
     let app = TestApp::spawn(backend).await;
     let (mut body, _) = envelope(&app, 2, 2).await;
     publish(&app, &body).await;
-    let row = wait_for_dead(&app, 1).await.remove(0);
+    let row = app.wait_for_dead_letters(1).await.remove(0);
     body["v"] = json!(1);
     let mut active: dead_letters::ActiveModel = row.into();
     active.body = Set(serde_json::to_vec(&body).unwrap());
@@ -313,12 +292,12 @@ async fn the_cli_replay_publishes_through_rabbitmq_or_points_to_the_admin(backen
     if app.settings.amqp_url.is_none() {
         let message = replayed.unwrap_err().to_string();
         assert!(message.contains("admin panel"), "{message}");
-        assert_eq!(dead_letters(&app).await.len(), 1, "nothing was done");
+        assert_eq!(app.dead_letters().await.len(), 1, "nothing was done");
         return;
     }
     replayed.unwrap();
     app.wait_for_counts(2, 0).await;
-    assert!(dead_letters(&app).await.is_empty());
+    assert!(app.dead_letters().await.is_empty());
 }
 
 /// A dead letter put straight into the table, dead at `at`.
@@ -372,7 +351,8 @@ async fn replaying_all_takes_the_oldest_first_and_only_what_was_there(backend: B
     .await
     .unwrap();
     assert_eq!(done.replayed, [second, third]);
-    let left: Vec<Vec<u8>> = dead_letters(&app)
+    let left: Vec<Vec<u8>> = app
+        .dead_letters()
         .await
         .into_iter()
         .map(|d| d.body)
@@ -418,11 +398,11 @@ async fn an_admin_without_a_queue_lists_and_discards_but_does_not_replay(backend
         .await;
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.text().await.unwrap().contains("replay_failed"));
-    assert_eq!(dead_letters(&app).await.len(), 1, "kept");
+    assert_eq!(app.dead_letters().await.len(), 1, "kept");
     let discarded = client
         .post(&format!("/dead-letters/{id}/discard"), &[])
         .await;
     assert_eq!(discarded.status(), StatusCode::SEE_OTHER);
-    assert!(dead_letters(&app).await.is_empty());
+    assert!(app.dead_letters().await.is_empty());
     handle.stop(false).await;
 }

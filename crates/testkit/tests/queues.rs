@@ -187,14 +187,7 @@ async fn a_message_past_the_delivery_limit_is_kept_in_dead_letters_with_the_reas
         .queue
         .dead_letter_mover(&app.settings, &app.service_db, &stop)
         .unwrap();
-    let mut dead = Vec::new();
-    for _ in 0..100 {
-        dead = app.dead_letters().await;
-        if !dead.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let dead = app.wait_for_dead_letters(1).await;
     stop.cancel();
     mover.await.unwrap();
     assert_eq!(dead.len(), 1, "kept once");

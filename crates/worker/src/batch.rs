@@ -42,7 +42,8 @@ impl Worker {
                         session_id: event.session_id,
                         category: event.category,
                         name: event.name,
-                        data: event.data.get().to_owned(),
+                        // The received text itself, not a copy of it.
+                        data: Box::<str>::from(event.data).into(),
                         timestamp: event.timestamp,
                         received_at: context.received_at,
                     })
@@ -90,6 +91,6 @@ fn reasons_json(reasons: &[FieldError]) -> Value {
 
 /// Category and name of a rejected event are kept for filtering, cut to fit their columns
 /// (the full values stay in the payload).
-fn truncate(value: &str) -> String {
+pub(crate) fn truncate(value: &str) -> String {
     value.replace('\0', "").chars().take(128).collect()
 }

@@ -28,6 +28,7 @@ pub struct Context {
     pub received_at: DateTime<Utc>,
 }
 
+/// Only the version: what an envelope that is not ours is judged by.
 #[derive(Deserialize)]
 struct Version {
     v: u64,
@@ -35,6 +36,7 @@ struct Version {
 
 #[derive(Deserialize)]
 struct Header<'a> {
+    v: u64,
     application_id: Uuid,
     received_at: DateTime<Utc>,
     #[serde(borrow)]
@@ -59,20 +61,18 @@ pub fn message(body: &[u8], parts: &mut Vec<Part>) {
 
 fn envelope(raw: &RawValue, parts: &mut Vec<Part>) {
     let body = raw.get().as_bytes();
-    match serde_json::from_str::<Version>(raw.get()) {
-        Ok(Version { v }) if v == u64::from(ENVELOPE_VERSION) => {}
-        Ok(Version { v }) => {
-            return dead(
-                body,
-                format!("envelope version {v} is not supported"),
-                parts,
-            );
+    let unsupported = |v: u64| format!("envelope version {v} is not supported");
+    // One pass in the usual case; the version alone is read only for an envelope that failed.
+    let header = match serde_json::from_str::<Header>(raw.get()) {
+        Ok(header) if header.v == u64::from(ENVELOPE_VERSION) => header,
+        Ok(header) => return dead(body, unsupported(header.v), parts),
+        Err(e) => {
+            let reason = match serde_json::from_str::<Version>(raw.get()) {
+                Ok(Version { v }) if v != u64::from(ENVELOPE_VERSION) => unsupported(v),
+                _ => format!("undecodable envelope: {e}"),
+            };
+            return dead(body, reason, parts);
         }
-        Err(e) => return dead(body, format!("undecodable envelope: {e}"), parts),
-    }
-    let header: Header = match serde_json::from_str(raw.get()) {
-        Ok(header) => header,
-        Err(e) => return dead(body, format!("undecodable envelope: {e}"), parts),
     };
     let context = Context {
         application_id: header.application_id,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use eye_core::FieldError;
 use sea_orm::DbErr;
 
+use crate::batch::truncate;
 use crate::store::{self, DeadRow, RejectedRow, Row, Written};
 use crate::{Worker, WorkerError, sql};
 
@@ -98,8 +99,8 @@ fn fallback(row: Row, error: &DbErr) -> Option<Row> {
             Some(Row::Rejected(RejectedRow {
                 application_id: event.application_id,
                 id: event.id,
-                category: event.category.replace('\0', "").chars().take(128).collect(),
-                name: event.name.replace('\0', "").chars().take(128).collect(),
+                category: truncate(&event.category),
+                name: truncate(&event.name),
                 payload: with_data(&payload, &event.data),
                 reasons: serde_json::to_value([FieldError::new("", "unstorable", message)])
                     .unwrap_or_default(),

@@ -35,28 +35,39 @@ pub struct Snapshot {
     day: Option<(u64, u64)>,
 }
 
-/// The last snapshot and when it was taken. One lock: while one request computes, the
-/// others wait for its result instead of querying too.
+/// The last snapshot, when it was taken and in which generation. One lock: while one request
+/// computes, the others wait for its result instead of querying too.
 #[derive(Default)]
-pub struct Cache(tokio::sync::Mutex<Option<(Instant, Arc<Snapshot>)>>);
+pub struct Cache {
+    last: tokio::sync::Mutex<Option<(Instant, u64, Arc<Snapshot>)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
 
 impl Cache {
     async fn get(&self, db: &DatabaseConnection) -> Result<Arc<Snapshot>, DbErr> {
-        let mut cached = self.0.lock().await;
-        if let Some((taken, snapshot)) = cached.as_ref()
+        let mut cached = self.last.lock().await;
+        let generation = self.generation();
+        if let Some((taken, of, snapshot)) = cached.as_ref()
             && taken.elapsed() < CACHE_FOR
+            && *of == generation
         {
             return Ok(snapshot.clone());
         }
         let snapshot = Arc::new(snapshot(db).await?);
-        *cached = Some((Instant::now(), snapshot.clone()));
+        *cached = Some((Instant::now(), generation, snapshot.clone()));
         Ok(snapshot)
     }
 
     /// Forgets the numbers after this admin changed them (a discard, a replay), so the next
-    /// dashboard shows the change rather than what was true a moment ago.
-    pub async fn forget(&self) {
-        *self.0.lock().await = None;
+    /// dashboard shows the change rather than what was true a moment ago. Never waits for a
+    /// dashboard being computed.
+    pub fn forget(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -13,7 +13,7 @@ use super::CsrfForm;
 use crate::State;
 use crate::auth::{self, Viewer};
 use crate::error::PageError;
-use crate::filter::Cursor;
+use crate::filter::{Cursor, parse_cursor};
 use crate::views::{Time, html};
 
 /// How much of a body the detail page shows; a message can be megabytes.
@@ -108,10 +108,7 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
-    let after = match query.after.trim() {
-        "" => None,
-        text => Some(Cursor::parse(text)?),
-    };
+    let after = parse_cursor(&query.after)?;
     let (rows, next) =
         dead::list(&state.db, state.page_size, after.map(|c| (c.time, c.id))).await?;
     html(&ListPage {
@@ -201,7 +198,7 @@ pub async fn discard(
     if dead::discard(&state.db, &[id]).await? == 0 {
         return Err(PageError::NotFound);
     }
-    state.dashboard.forget().await;
+    state.dashboard.forget();
     tracing::info!(user = %viewer.username, dead_letter = %id, "dead letter discarded");
     Ok(HttpResponse::SeeOther()
         .insert_header((LOCATION, "/dead-letters?discarded=1"))
@@ -221,7 +218,7 @@ async fn replay(
         publisher.publish(body).await
     })
     .await?;
-    state.dashboard.forget().await;
+    state.dashboard.forget();
     match done.failed.take() {
         Some((id, e)) => Err(PageError::Replay(format!(
             "dead letter {id} could not be published ({e}); it is kept. {} replayed before it.",
