@@ -2,6 +2,8 @@
 //!
 //! ```sh
 //! export EYE_TOKEN=$(cargo eye token create --app loadtest)
+//! # One application sending this much is past the default rate limit (10000 events/s):
+//! cargo eye app limit loadtest --rate 1000000000/s --burst 1000000000
 //! cargo run -p loadtest --release -- --host http://127.0.0.1:8080 -u 64 -t 30s --report-file report.html
 //! ```
 //!
@@ -20,7 +22,8 @@ static TOKEN: OnceLock<String> = OnceLock::new();
 async fn main() -> Result<(), GooseError> {
     let Ok(token) = std::env::var("EYE_TOKEN") else {
         eprintln!(
-            "set EYE_TOKEN to an events:write token, e.g. EYE_TOKEN=$(cargo eye token create --app loadtest)"
+            "set EYE_TOKEN to an events:write token, e.g. EYE_TOKEN=$(cargo eye token create --app loadtest), \
+             and raise its rate limit: cargo eye app limit loadtest --rate 1000000000/s --burst 1000000000"
         );
         std::process::exit(2);
     };

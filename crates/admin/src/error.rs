@@ -78,6 +78,8 @@ struct ErrorPage<'a> {
     status: u16,
     message: String,
     code: &'a str,
+    /// For the operator to quote; the same id is in the logs of this request.
+    request_id: Option<eye_http::RequestId>,
 }
 
 impl ResponseError for PageError {
@@ -111,6 +113,7 @@ impl ResponseError for PageError {
             status: status.as_u16(),
             message: self.to_string(),
             code: self.code(),
+            request_id: eye_http::current_request_id(),
         };
         let body = page.render().unwrap_or_else(|_| self.to_string());
         HttpResponse::build(status)

@@ -7,22 +7,30 @@ use uuid::Uuid;
 
 /// The query string of the events views. Every field is text so that a bad value becomes a
 /// message naming the field, not a generic 400.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
+    /// An application's name.
     pub application: String,
+    /// A session id.
+    #[param(format = Uuid)]
     pub session: String,
     pub category: String,
     pub name: String,
-    /// UTC, `YYYY-MM-DDTHH:MM[:SS]`, a date, or RFC 3339 with an offset.
+    /// At or after this time: UTC, `YYYY-MM-DDTHH:MM[:SS]`, a date, or RFC 3339 with an offset.
     pub from: String,
+    /// Before this time, in the same forms as `from`.
     pub to: String,
-    /// Text somewhere inside `data`, case-insensitive.
+    /// Text somewhere inside `data`, case-insensitive, at most 200 characters.
     pub q: String,
-    /// The read api also accepts it as `cursor`.
+    /// `next_cursor` of the previous page, for the next one (the read api also accepts it as
+    /// `cursor`).
     #[serde(alias = "cursor")]
     pub after: String,
+    /// `prev_cursor` of a page, for the page before it.
     pub before: String,
+    /// Rows per page, from 1 to `admin_page_size`.
     pub limit: String,
 }
 

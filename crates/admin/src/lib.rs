@@ -6,6 +6,9 @@ mod chart;
 mod csv;
 mod error;
 mod filter;
+mod live;
+mod metrics;
+mod openapi;
 mod pages;
 mod proxies;
 mod queries;
@@ -23,9 +26,11 @@ use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{App, web};
 use eye_auth::TokenGate;
 use eye_core::Settings;
+use eye_core::metrics::Registry;
 use eye_core::queue::Publisher;
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
 
 pub use auth::throttle::Throttle;
 pub use auth::users::{UserError, create_user};
@@ -44,13 +49,20 @@ pub struct State {
     name_tags: auth::NameTags,
     proxies: TrustedProxies,
     queue: QueueProbe,
+    /// Stored events as they arrive, streamed to the Live page and to read tokens.
+    live: live::Live,
     search_timeout: std::time::Duration,
+    /// Minutes without a stored event after which the dashboard flags an application.
+    silent_minutes: i64,
     dashboard: pages::dashboard::Cache,
     /// Where replayed dead letters are published; none when this process has no queue.
     publisher: Option<Publisher>,
     session_hours: i64,
     page_size: u64,
     token_refresh_ms: u64,
+    metrics: metrics::AdminMetrics,
+    /// The default rate limit, shown beside applications without one of their own.
+    rate_limit: eye_core::rate_limit::RateLimit,
 }
 
 /// The admin's own settings, checked: callers that start other services first (`eye dev`)
@@ -68,17 +80,35 @@ pub fn check_settings(settings: &Settings) -> anyhow::Result<TrustedProxies> {
 pub struct Admin {
     server: Server,
     port: u16,
+    /// Cancelled on stop: open live streams end, so a graceful stop need not wait for them.
+    closing: CancellationToken,
+}
+
+/// Stops a running admin.
+#[derive(Clone)]
+pub struct AdminHandle {
+    server: ServerHandle,
+    closing: CancellationToken,
+}
+
+impl AdminHandle {
+    /// Stops the server; gracefully lets requests in flight finish, live streams ending first.
+    pub fn stop(&self, graceful: bool) -> impl std::future::Future<Output = ()> + use<> {
+        self.closing.cancel();
+        self.server.stop(graceful)
+    }
 }
 
 impl Admin {
     /// Binds `settings.admin_addr` (port 0 picks a free port) and prepares the server.
     /// `publisher` replays dead letters; without one the Dead letters page only lists and
-    /// discards.
+    /// discards. Counts into `metrics` and serves it on `/metrics`.
     pub async fn build(
         settings: &Settings,
         db: DatabaseConnection,
         queue: QueueProbe,
         publisher: Option<Publisher>,
+        metrics: Registry,
     ) -> anyhow::Result<Self> {
         // Settings first: a wrong one stops the admin before it listens.
         let proxies = check_settings(settings)?;
@@ -94,6 +124,7 @@ impl Admin {
             tracing::warn!(error = %e, "could not load api tokens yet; will keep trying");
         }
         gate.spawn_refresh(settings.token_refresh());
+        let closing = CancellationToken::new();
         let state = web::Data::new(State {
             db,
             gate,
@@ -105,36 +136,52 @@ impl Admin {
             password_checks: auth::checks::PasswordChecks::per_core(PASSWORD_CHECK_WAIT),
             name_tags,
             proxies,
+            live: live::Live::new(queue.live_source(), closing.clone()),
             queue,
             search_timeout: settings.admin_search_timeout(),
+            silent_minutes: i64::try_from(settings.admin_silent_minutes).unwrap_or(i64::MAX),
             dashboard: pages::dashboard::Cache::default(),
             publisher,
             session_hours: settings.admin_session_hours,
             page_size: settings.admin_page_size.clamp(1, 1000),
             token_refresh_ms: settings.token_refresh_ms,
+            metrics: metrics::AdminMetrics::new(metrics),
+            rate_limit: settings.rate_limit(),
         });
+        let openapi = openapi::document();
         let server = actix_web::HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::FormConfig::default().limit(64 * 1024))
                 .wrap(security_headers())
                 .wrap(from_fn(strict_transport_security))
+                .wrap(from_fn(metrics::track))
+                .route("/metrics", web::get().to(metrics::render))
+                .wrap(from_fn(eye_http::request_id))
                 .configure(pages::routes)
                 .configure(read_api::routes)
+                .service(swagger_ui(openapi.clone()))
         })
         .listen(listener)?
         .disable_signals()
         .run();
-        Ok(Self { server, port })
+        Ok(Self {
+            server,
+            port,
+            closing,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// Stops the server gracefully: in-flight requests finish first.
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// Stops the server; gracefully, in-flight requests finish first.
+    pub fn handle(&self) -> AdminHandle {
+        AdminHandle {
+            server: self.server.handle(),
+            closing: self.closing.clone(),
+        }
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -163,6 +210,15 @@ async fn strict_transport_security(
         );
     }
     Ok(response)
+}
+
+/// Swagger UI for the read api, its files built in. Its page loads every script and style from
+/// files, so the admin's Content-Security-Policy holds; no validator badge is fetched from
+/// elsewhere.
+fn swagger_ui(openapi: utoipa::openapi::OpenApi) -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/swagger-ui/{_:.*}")
+        .url("/openapi.json", openapi)
+        .config(utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"))
 }
 
 /// No framing, no inline scripts, no sniffing: the pages show data that strangers sent.

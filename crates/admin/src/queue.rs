@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use eye_core::queue::{MemoryQueue, Topology};
+use eye_core::queue::{LiveSource, MemoryQueue, Topology};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -37,6 +37,18 @@ pub enum QueueProbeError {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl QueueProbe {
+    /// Where stored events can be watched as they arrive, on the same queue.
+    pub fn live_source(&self) -> LiveSource {
+        match self {
+            QueueProbe::Amqp { url, topology } => LiveSource::Amqp {
+                url: url.clone(),
+                topology: topology.clone(),
+            },
+            QueueProbe::Memory { queue, .. } => queue.live_source(),
+            QueueProbe::None => LiveSource::None,
+        }
+    }
+
     pub async fn stats(&self) -> Result<QueueStats, QueueProbeError> {
         match self {
             QueueProbe::Memory { queue, consumers } => Ok(QueueStats {

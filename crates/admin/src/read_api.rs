@@ -5,25 +5,35 @@
 use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use eye_auth::{AuthError, Grant};
 use eye_core::token::Scope;
 use eye_entity::{events, rejected_events};
+use eye_http::Problem;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::State;
 use crate::filter::{Cursor, EventFilter, EventQuery, FilterError, parse_cursor, parse_limit};
+use crate::live::{self, Applications, LiveFilter, StreamQuery};
+use crate::metrics::ReadApplication;
 use crate::queries::events::{Order, PageRequest, SearchError};
 use crate::queries::{self, rejected::RejectedQuery};
 
 pub fn routes(config: &mut web::ServiceConfig) {
-    config
-        .route("/api/v1/events", web::get().to(list_events))
-        .route("/api/v1/sessions/{id}", web::get().to(session))
-        .route("/api/v1/rejected-events", web::get().to(list_rejected));
+    // A query string that does not even parse (a field given twice) is a problem like any bad
+    // filter, not actix's plain-text 400.
+    let query = web::QueryConfig::default()
+        .error_handler(|error, _| ReadError::Query(error.to_string()).into());
+    config.service(
+        web::scope("/api/v1")
+            .app_data(query)
+            .route("/events", web::get().to(list_events))
+            .route("/events/stream", web::get().to(stream_events))
+            .route("/sessions/{id}", web::get().to(session))
+            .route("/rejected-events", web::get().to(list_rejected)),
+    );
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +42,8 @@ pub enum ReadError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Filter(#[from] FilterError),
+    #[error("the query string is not valid: {0}")]
+    Query(String),
     #[error("`application_id` is not a UUID")]
     ApplicationId,
     #[error(
@@ -44,6 +56,8 @@ pub enum ReadError {
     SearchTimeout(SearchError),
     #[error("the database could not answer")]
     Db(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Stream(#[from] live::StreamError),
 }
 
 impl From<SearchError> for ReadError {
@@ -56,14 +70,17 @@ impl From<SearchError> for ReadError {
 }
 
 impl ReadError {
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ReadError::Auth(e) => e.code(),
-            ReadError::Filter(_) | ReadError::ApplicationId => "invalid_filter",
+            ReadError::Filter(_) | ReadError::Query(_) | ReadError::ApplicationId => {
+                "invalid_filter"
+            }
             ReadError::ApplicationRequired => "application_required",
             ReadError::NotFound => "not_found",
             ReadError::SearchTimeout(_) => "search_timeout",
             ReadError::Db(_) => "database_unavailable",
+            ReadError::Stream(_) => "live_unavailable",
         }
     }
 }
@@ -72,37 +89,33 @@ impl ResponseError for ReadError {
     fn status_code(&self) -> StatusCode {
         match self {
             ReadError::Auth(e) => e.status_code(),
-            ReadError::Filter(_) | ReadError::ApplicationId | ReadError::ApplicationRequired => {
-                StatusCode::BAD_REQUEST
-            }
+            ReadError::Filter(_)
+            | ReadError::Query(_)
+            | ReadError::ApplicationId
+            | ReadError::ApplicationRequired => StatusCode::BAD_REQUEST,
             ReadError::NotFound => StatusCode::NOT_FOUND,
             ReadError::SearchTimeout(_) | ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::Stream(e) => e.status_code(),
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ReadError::Auth(e) = self {
-            return e.error_response();
+        match self {
+            ReadError::Auth(e) => return e.error_response(),
+            ReadError::Stream(e) => return e.error_response(),
+            _ => {}
         }
         let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %crate::views::ErrorChain(self as &dyn std::error::Error), "read failed");
-        }
-        let problem = json!({
-            "type": format!("urn:eye:problem:{}", self.code()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-            "code": self.code(),
-        });
-        HttpResponse::build(status)
-            .insert_header((CONTENT_TYPE, "application/problem+json"))
-            .body(problem.to_string())
+        eye_http::problem::log(status, self.code(), self);
+        let title = status.canonical_reason().unwrap_or("Error");
+        Problem::new(status, title, self.code(), self.to_string()).response()
     }
 }
 
-#[derive(Serialize)]
-struct EventJson<'a> {
+/// A stored event.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
+pub(crate) struct EventJson<'a> {
     id: Uuid,
     application_id: Uuid,
     application: Option<&'a str>,
@@ -110,9 +123,23 @@ struct EventJson<'a> {
     category: &'a str,
     name: &'a str,
     /// `data` exactly as stored (numbers as sent, never through `f64`).
+    #[schema(value_type = Value)]
     data: &'a serde_json::value::RawValue,
+    /// When it happened, RFC 3339 in UTC to the microsecond.
+    #[schema(format = DateTime)]
     timestamp: String,
+    /// When the api took it.
+    #[schema(format = DateTime)]
     received_at: String,
+}
+
+/// The request's grant to read, noted on the request for the metrics.
+async fn authorize(state: &State, request: &HttpRequest) -> Result<Grant, ReadError> {
+    let grant = state.gate.authorize(request, Scope::EventsRead).await?;
+    request
+        .extensions_mut()
+        .insert(ReadApplication(grant.application_name.clone()));
+    Ok(grant)
 }
 
 /// Stored JSON text as a raw JSON value; the database only ever holds valid JSON.
@@ -217,13 +244,22 @@ fn page_request(
 }
 
 /// Events matching the filters, newest first; `after=<next_cursor>` gives the next page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "read",
+    operation_id = "list_events",
+    params(EventQuery),
+    responses((status = 200, description = "A page of events, newest first.", body = crate::openapi::EventsPage)),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all)]
 async fn list_events(
     request: HttpRequest,
     state: web::Data<State>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = state.gate.authorize(&request, Scope::EventsRead).await?;
+    let grant = authorize(&state, &request).await?;
     let mut filter = query.filter()?;
     let paging = page_request(
         &query.after,
@@ -248,19 +284,66 @@ async fn list_events(
     }))
 }
 
+/// Events and rejected events as they are stored, as Server-Sent Events (`event: event` or
+/// `event: rejected`, the JSON in `data:`), filtered like the listing.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    tag = "read",
+    operation_id = "stream_events",
+    params(StreamQuery),
+    responses((
+        status = 200,
+        description = "Server-Sent Events as they are stored: `event: event` or `event: rejected` with the event as JSON in `data:`; `: keep-alive` comments every 15 s; `event: dropped` (the client read too slowly) or `event: closed` (the admin stops) end the stream.",
+        content_type = "text/event-stream",
+        body = String
+    )),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn stream_events(
+    request: HttpRequest,
+    state: web::Data<State>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ReadError> {
+    let grant = authorize(&state, &request).await?;
+    let names = queries::application_names(&state.db).await?;
+    let asked = Some(query.application.trim().to_owned()).filter(|a| !a.is_empty());
+    let applications = match Reach::of(&grant).narrow(asked, &names) {
+        None => Applications::None,
+        Some(None) => Applications::All,
+        Some(Some(name)) => live::named(&name, &names),
+    };
+    let filter = LiveFilter::parse(&query, applications)?;
+    Ok(live::stream(&state.live, state.db.clone(), filter, names).await?)
+}
+
 /// The query string of one session's page.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 struct SessionQuery {
-    /// Whose session: required with an `events:read:all` token.
+    /// Whose session (an application id): required with an `events:read:all` token.
+    #[param(format = Uuid)]
     application_id: String,
-    #[serde(alias = "cursor")]
+    /// `next_cursor` of the previous page, for the next one (also accepted as `cursor`).
     after: String,
+    /// `prev_cursor` of a page, for the page before it.
     before: String,
+    /// Rows per page, from 1 to `admin_page_size`.
     limit: String,
 }
 
 /// One session of one application with its events in time order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sessions/{id}",
+    tag = "read",
+    operation_id = "get_session",
+    params(("id" = Uuid, Path, description = "The session's id."), SessionQuery),
+    responses((status = 200, description = "The session and a page of its events, oldest first.", body = crate::openapi::SessionPage)),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all)]
 async fn session(
     request: HttpRequest,
@@ -268,7 +351,7 @@ async fn session(
     id: web::Path<String>,
     query: web::Query<SessionQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = state.gate.authorize(&request, Scope::EventsRead).await?;
+    let grant = authorize(&state, &request).await?;
     let id = Uuid::parse_str(&id).map_err(|_| ReadError::Filter(FilterError::Session))?;
     let asked = match query.application_id.trim() {
         "" => None,
@@ -309,17 +392,24 @@ async fn session(
     }))
 }
 
-#[derive(Serialize)]
-struct RejectedJson<'a> {
+/// An event the worker refused, with why.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = RejectedEvent)]
+pub(crate) struct RejectedJson<'a> {
     id: Uuid,
     application_id: Uuid,
     application: Option<&'a str>,
     category: &'a str,
     name: &'a str,
     /// The event exactly as kept, not re-read through a lossy tree.
+    #[schema(value_type = Value)]
     payload: &'a serde_json::value::RawValue,
+    /// What is wrong with it: `[{field, code, message}]`.
+    #[schema(value_type = Vec<eye_core::FieldError>)]
     reasons: &'a Value,
+    #[schema(format = DateTime)]
     received_at: String,
+    #[schema(format = DateTime)]
     rejected_at: String,
 }
 
@@ -365,13 +455,22 @@ impl<T: Serialize> Serialize for Listing<T> {
 }
 
 /// Rejected events, newest first, by application and reason code.
+#[utoipa::path(
+    get,
+    path = "/api/v1/rejected-events",
+    tag = "read",
+    operation_id = "list_rejected_events",
+    params(RejectedQuery),
+    responses((status = 200, description = "A page of rejected events, newest first.", body = crate::openapi::RejectedPage)),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all)]
 async fn list_rejected(
     request: HttpRequest,
     state: web::Data<State>,
     query: web::Query<RejectedQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = state.gate.authorize(&request, Scope::EventsRead).await?;
+    let grant = authorize(&state, &request).await?;
     let mut filter = query.filter()?;
     let paging = page_request(
         &query.after,

@@ -20,11 +20,29 @@ use crate::problem::ApiError;
 /// At most this many field errors are listed in one 400.
 const MAX_REPORTED_ERRORS: usize = 50;
 
-#[derive(Serialize)]
-struct Accepted {
+/// Every event was queued and the broker confirmed it: it will be stored (or, if invalid,
+/// kept with the rejected events).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The events' ids in the order sent: the client's own, or new ones.
     ids: Vec<Uuid>,
 }
 
+/// Sends events: one event object or an array of them, answered with 202 once the broker
+/// confirmed them. The body may be gzip (`Content-Encoding: gzip`). Needs `events:write`.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    operation_id = "post_events",
+    request_body(content = crate::openapi::Events, content_type = "application/json"),
+    params(
+        ("Content-Encoding" = Option<String>, Header,
+         description = "`gzip` for a compressed body; `identity` or none for plain JSON.")
+    ),
+    responses((status = 202, description = "Queued and confirmed.", body = Accepted)),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(application_id, events))]
 pub async fn post_events(
     request: HttpRequest,
@@ -40,6 +58,7 @@ pub async fn post_events(
     let gzip = is_gzip(&request)?;
     let limits = &state.limits;
     let body = read_body(&request, payload, limits.max_request_bytes).await?;
+    state.metrics.body(body.len());
     // The publish deadline counts from here, so a slow upload does not eat into it.
     let arrived = tokio::time::Instant::now();
     let inflated;
@@ -51,22 +70,38 @@ pub async fn post_events(
     };
     let events = parse_events(body, limits)?;
     tracing::Span::current().record("events", events.len());
+    // At most `max_events_per_request` events, far below u32::MAX.
+    let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    if let Err(refusal) = state.rate_limiter.check(&grant, count) {
+        state.metrics.rate_limited(&grant.application_name);
+        return Err(refusal.into());
+    }
 
+    let count = events.len();
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
         application_id: grant.application_id,
         token_id: grant.token_id,
         received_at: eye_core::event::now(),
+        request_id: eye_http::current_request_id(),
         events,
     };
     let message =
         serde_json::to_vec(&envelope).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     match state.outbox.send(message, arrived).await {
-        Ok(()) => Ok(HttpResponse::Accepted().json(Accepted { ids })),
-        // The events may be stored after all: the ids let a retry store them once.
-        Err(PublishError::Unconfirmed(reason)) => Err(ApiError::Unconfirmed { reason, ids }),
-        Err(e) => Err(e.into()),
+        Ok(()) => {
+            state.metrics.accepted(&grant.application_name, count);
+            Ok(HttpResponse::Accepted().json(Accepted { ids }))
+        }
+        Err(e) => {
+            state.metrics.not_published(&e);
+            match e {
+                // The events may be stored after all: the ids let a retry store them once.
+                PublishError::Unconfirmed(reason) => Err(ApiError::Unconfirmed { reason, ids }),
+                e => Err(e.into()),
+            }
+        }
     }
 }
 

@@ -1,9 +1,13 @@
 //! The ingestion api: authenticates, checks the shape of events, queues them and answers
-//! 202 once the broker confirmed. It keeps no state of its own, so instances scale out.
+//! 202 once the broker confirmed. It keeps no state of its own beyond each application's
+//! rate-limit bucket, which is per instance by design, so instances scale out.
 
 mod ingest;
+pub mod metrics;
+pub mod openapi;
 mod outbox;
 mod problem;
+mod rate_limit;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -12,20 +16,28 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpResponse, web};
 use eye_auth::TokenGate;
 use eye_core::Settings;
+use eye_core::metrics::Registry;
 use eye_core::queue::{Publisher, Readiness};
 use eye_core::token::TokenKeys;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use ingest::{Limits, parse_events};
+use metrics::ApiMetrics;
+pub use metrics::OutboxMetrics;
 pub use outbox::{Outbox, OutboxConfig};
 pub use problem::ApiError;
+pub use rate_limit::{REPORT_TASK, RateLimiter, Refusal};
 
 /// What every request handler shares.
 pub struct State {
     gate: Arc<TokenGate>,
+    /// One per api instance, shared by every HTTP worker thread.
+    rate_limiter: Arc<RateLimiter>,
     outbox: Outbox,
     limits: Limits,
+    metrics: Arc<ApiMetrics>,
 }
 
 /// A bound, not yet running api server.
@@ -35,20 +47,27 @@ pub struct Api {
 }
 
 impl Api {
-    /// Binds `settings.api_addr` (port 0 picks a free port) and prepares the server.
+    /// Binds `settings.api_addr` (port 0 picks a free port) and prepares the server, counting
+    /// into `metrics` and serving it on `/metrics`.
     pub async fn build(
         settings: &Settings,
         db: DatabaseConnection,
         publisher: Publisher,
+        metrics: Registry,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.api_addr)
             .map_err(|e| anyhow::anyhow!("failed to bind the api to {}: {e}", settings.api_addr))?;
         let port = listener.local_addr()?.port();
-        let gate = Arc::new(TokenGate::new(TokenKeys::new(settings.jwt_secret()?), db));
+        let gate = Arc::new(TokenGate::new(
+            TokenKeys::new(settings.jwt_secret()?),
+            db.clone(),
+        ));
         if let Err(e) = gate.refresh().await {
             tracing::warn!(error = %e, "could not load api tokens yet; will keep trying");
         }
         gate.spawn_refresh(settings.token_refresh());
+        let rate_limiter = Arc::new(RateLimiter::new(settings.rate_limit()));
+        rate_limiter.spawn_report(db, settings.token_refresh());
         let limits = Limits {
             max_events: settings.max_events_per_request,
             max_event_bytes: settings.max_event_bytes,
@@ -60,20 +79,34 @@ impl Api {
             timeout: settings.publish_timeout(),
             max_bytes: settings.outbox_max_bytes,
         };
+        let metrics = Arc::new(ApiMetrics::new(metrics));
+        let openapi = openapi::document();
         // Built once per HTTP worker thread: each has its own outbox and broker connection,
         // so a request is read, queued, confirmed and answered without changing threads.
         let mut server = actix_web::HttpServer::new(move || {
-            let outbox = Outbox::start(publisher.sibling(), outbox_config);
+            let outbox = Outbox::start(publisher.sibling(), outbox_config, metrics.outbox.clone());
             let state = web::Data::new(State {
                 gate: gate.clone(),
+                rate_limiter: rate_limiter.clone(),
                 outbox,
                 limits,
+                metrics: metrics.clone(),
             });
             App::new()
                 .app_data(state)
+                .service(
+                    SwaggerUi::new("/swagger-ui/{_:.*}")
+                        .url("/openapi.json", openapi.clone())
+                        .config(
+                            utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"),
+                        ),
+                )
+                .wrap(actix_web::middleware::from_fn(metrics::track))
+                .wrap(actix_web::middleware::from_fn(eye_http::request_id))
                 .route("/v1/events", web::post().to(ingest::post_events))
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics::render))
         })
         .disable_signals();
         if let Some(workers) = settings.api_workers {
@@ -97,12 +130,32 @@ impl Api {
     }
 }
 
+/// Alive: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "The api is up.", body = openapi::Health))
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Ready when a message could be published now; otherwise 503 naming why (the broker is
 /// unreachable, or blocks publishers during a resource alarm).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Events can be queued now.", body = openapi::Readiness),
+        (status = 503, description = "Events cannot be queued now; `reason` says why.",
+         body = openapi::Readiness,
+         headers(("Retry-After" = u64, description = "Seconds to wait before asking again.")))
+    )
+)]
 async fn readyz(state: web::Data<State>) -> HttpResponse {
     let readiness = state.outbox.readiness().await;
     if readiness == Readiness::Ready {

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eye_core::queue::{PublishError, Publisher, Readiness};
+
+use crate::OutboxMetrics;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -56,7 +58,7 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn start(publisher: Publisher, config: OutboxConfig) -> Self {
+    pub fn start(publisher: Publisher, config: OutboxConfig, metrics: OutboxMetrics) -> Self {
         let config = OutboxConfig {
             max_in_flight: config.max_in_flight.max(1),
             max_bytes: config.max_bytes.clamp(1, Semaphore::MAX_PERMITS),
@@ -65,7 +67,7 @@ impl Outbox {
         let (tx, rx) = mpsc::channel(PENDING);
         // The receiver of waiting requests cannot be rebuilt, so a panic ends the process
         // rather than leave this thread answering 503 forever.
-        eye_core::supervise::spawn_critical("outbox", run(publisher.clone(), rx, config));
+        eye_core::supervise::spawn_critical("outbox", run(publisher.clone(), rx, config, metrics));
         Self {
             tx,
             publisher,
@@ -129,7 +131,12 @@ fn still_wanted(pending: Pending, least: Duration) -> Option<Pending> {
     Some(pending)
 }
 
-async fn run(publisher: Publisher, mut rx: mpsc::Receiver<Pending>, config: OutboxConfig) {
+async fn run(
+    publisher: Publisher,
+    mut rx: mpsc::Receiver<Pending>,
+    config: OutboxConfig,
+    metrics: OutboxMetrics,
+) {
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     // A message needs some time to be sent and confirmed; with less, refuse it unsent.
     let least = config.timeout / 10;
@@ -179,10 +186,18 @@ async fn run(publisher: Publisher, mut rx: mpsc::Receiver<Pending>, config: Outb
         let Some(deadline) = batch.iter().map(|p| p.deadline).min() else {
             continue;
         };
+        metrics.envelopes_per_message.record(batch.len() as f64);
         let body = message(&mut batch);
         let publisher = publisher.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
+            metrics.in_flight.increment(1.0);
+            let published = Instant::now();
             let result = publisher.publish_by(&body, deadline).await;
+            metrics
+                .confirm_seconds
+                .record(published.elapsed().as_secs_f64());
+            metrics.in_flight.decrement(1.0);
             for pending in batch {
                 let _ = pending.done.send(result.clone());
             }
@@ -239,6 +254,7 @@ mod tests {
         let outbox = Outbox::start(
             Publisher::Memory(queue.clone()),
             config(1, Duration::from_millis(5)),
+            OutboxMetrics::disabled(),
         );
         let sends = (0..50).map(|i| {
             let outbox = outbox.clone();
@@ -275,7 +291,11 @@ mod tests {
     async fn every_request_in_a_refused_message_is_told() {
         let queue = MemoryQueue::new(10, Duration::from_millis(10));
         queue.close();
-        let outbox = Outbox::start(Publisher::Memory(queue), config(2, Duration::ZERO));
+        let outbox = Outbox::start(
+            Publisher::Memory(queue),
+            config(2, Duration::ZERO),
+            OutboxMetrics::disabled(),
+        );
         let results = futures_util::future::join_all(
             (0..5).map(|_| outbox.send(b"{}".to_vec(), Instant::now())),
         )
@@ -290,7 +310,11 @@ mod tests {
     #[tokio::test]
     async fn a_request_past_its_deadline_is_refused_and_never_published() {
         let queue = MemoryQueue::new(10, Duration::from_secs(1));
-        let outbox = Outbox::start(Publisher::Memory(queue.clone()), config(1, Duration::ZERO));
+        let outbox = Outbox::start(
+            Publisher::Memory(queue.clone()),
+            config(1, Duration::ZERO),
+            OutboxMetrics::disabled(),
+        );
         let long_ago = Instant::now() - Duration::from_secs(6);
         let late = outbox.send(b"\"late\"".to_vec(), long_ago).await;
         assert!(matches!(late, Err(PublishError::Timeout)), "{late:?}");
@@ -310,7 +334,11 @@ mod tests {
             .publish(b"\"earlier\"")
             .await
             .unwrap();
-        let outbox = Outbox::start(Publisher::Memory(queue.clone()), config(1, Duration::ZERO));
+        let outbox = Outbox::start(
+            Publisher::Memory(queue.clone()),
+            config(1, Duration::ZERO),
+            OutboxMetrics::disabled(),
+        );
         let first = tokio::spawn({
             let outbox = outbox.clone();
             async move { outbox.send(b"\"first\"".to_vec(), Instant::now()).await }
@@ -348,6 +376,7 @@ mod tests {
                 max_bytes: 100,
                 ..config(4, Duration::ZERO)
             },
+            OutboxMetrics::disabled(),
         );
         let waiting = tokio::spawn({
             let outbox = outbox.clone();

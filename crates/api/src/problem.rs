@@ -1,17 +1,18 @@
 //! Every error the api answers with, as `application/problem+json` with a stable `code`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use eye_auth::AuthError;
 use eye_core::FieldError;
 use eye_core::queue::PublishError;
-use eye_core::telemetry::ErrorChain;
-use serde::Serialize;
+use eye_core::rate_limit::RateLimit;
+use eye_http::Problem;
 use uuid::Uuid;
 
+use crate::rate_limit::Refusal;
+
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: &str = "1";
+const RETRY_AFTER_SECS: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -43,6 +44,33 @@ pub enum ApiError {
     Unconfirmed { reason: String, ids: Vec<Uuid> },
     #[error("reading the request failed")]
     Read(#[source] actix_web::error::PayloadError),
+    #[error(
+        "this application's rate limit of {limit} events is reached; retry after {retry_after_secs} s"
+    )]
+    RateLimited {
+        limit: RateLimit,
+        retry_after_secs: u64,
+    },
+    #[error(
+        "a batch of {events} events is more than this application's burst of {} (its limit is {limit} events) and can never pass: split the batch",
+        limit.burst
+    )]
+    BatchOverBurst { limit: RateLimit, events: u32 },
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::RateLimited {
+                limit,
+                retry_after_secs,
+            } => ApiError::RateLimited {
+                limit,
+                retry_after_secs,
+            },
+            Refusal::OverBurst { limit, events } => ApiError::BatchOverBurst { limit, events },
+        }
+    }
 }
 
 impl ApiError {
@@ -61,6 +89,8 @@ impl ApiError {
             ApiError::Broker(e) => e.code(),
             ApiError::Unconfirmed { .. } => "broker_unconfirmed",
             ApiError::Read(_) => "read_failed",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BatchOverBurst { .. } => "batch_over_burst",
         }
     }
 
@@ -69,26 +99,13 @@ impl ApiError {
             StatusCode::UNAUTHORIZED => "Not authenticated",
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::PAYLOAD_TOO_LARGE => "Too large",
+            StatusCode::TOO_MANY_REQUESTS => "Too many events",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable",
             StatusCode::GATEWAY_TIMEOUT => "Outcome unknown",
             _ => "Invalid request",
         }
     }
-}
-
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    code: &'a str,
-    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    errors: &'a [FieldError],
-    #[serde(skip_serializing_if = "<[Uuid]>::is_empty")]
-    ids: &'a [Uuid],
 }
 
 impl ResponseError for ApiError {
@@ -100,7 +117,9 @@ impl ResponseError for ApiError {
             }
             ApiError::PayloadTooLarge(_)
             | ApiError::EventTooLarge { .. }
-            | ApiError::TooManyEvents(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            | ApiError::TooManyEvents(_)
+            | ApiError::BatchOverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::InvalidGzip
             | ApiError::InvalidJson(_)
             | ApiError::NotAnEvent
@@ -115,43 +134,32 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %ErrorChain(self as &dyn std::error::Error), "request failed");
-        } else {
-            tracing::debug!(code = self.code(), error = %self, "request refused");
+        eye_http::problem::log(status, self.code(), self);
+        let mut problem = Problem::new(status, self.title(), self.code(), self.to_string());
+        match self {
+            ApiError::InvalidEvents(errors) => problem = problem.errors(errors),
+            ApiError::Unconfirmed { ids, .. } => problem = problem.ids(ids),
+            _ => {}
         }
-        let errors = match self {
-            ApiError::InvalidEvents(errors) => errors.as_slice(),
-            _ => &[],
-        };
-        let ids = match self {
-            ApiError::Unconfirmed { ids, .. } => ids.as_slice(),
-            _ => &[],
-        };
-        let problem = Problem {
-            kind: format!("urn:eye:problem:{}", self.code()),
-            title: self.title(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            code: self.code(),
-            errors,
-            ids,
-        };
-        let mut response = HttpResponse::build(status);
-        response.insert_header((CONTENT_TYPE, "application/problem+json"));
-        if matches!(
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            problem = problem.retry_after(*retry_after_secs);
+        } else if matches!(
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
         ) {
-            response.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+            problem = problem.retry_after(RETRY_AFTER_SECS);
         }
-        response.body(serde_json::to_vec(&problem).unwrap_or_default())
+        problem.response()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::header::RETRY_AFTER;
 
     fn rendered(error: ApiError) -> (StatusCode, Option<String>, serde_json::Value) {
         let response = error.error_response();
@@ -174,6 +182,36 @@ mod tests {
         assert_eq!(retry_after.as_deref(), Some("1"));
         assert_eq!(problem["code"], "broker_blocked");
         assert!(problem["detail"].as_str().unwrap().contains("alarm"));
+    }
+
+    #[test]
+    fn over_the_rate_limit_is_a_429_saying_when_to_retry_and_naming_the_limit() {
+        let limit = RateLimit::new("5/min".parse().unwrap(), 5).unwrap();
+        let (status, retry_after, problem) = rendered(ApiError::RateLimited {
+            limit,
+            retry_after_secs: 12,
+        });
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry_after.as_deref(), Some("12"));
+        assert_eq!(problem["code"], "rate_limited");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("5/min, bursts of 5"), "{detail}");
+    }
+
+    #[test]
+    fn a_batch_above_the_burst_is_a_413_to_split_not_to_retry() {
+        let limit = RateLimit::new("5/min".parse().unwrap(), 5).unwrap();
+        let (status, retry_after, problem) =
+            rendered(ApiError::BatchOverBurst { limit, events: 6 });
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(retry_after, None);
+        assert_eq!(problem["code"], "batch_over_burst");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("split the batch")
+        );
     }
 
     #[test]

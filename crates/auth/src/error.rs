@@ -1,10 +1,8 @@
 //! Why a request's token was refused, as `application/problem+json` with a stable `code`.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
-use eye_core::telemetry::ErrorChain;
-use serde_json::json;
+use eye_http::Problem;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -60,23 +58,12 @@ impl ResponseError for AuthError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %ErrorChain(self as &dyn std::error::Error), "request failed");
-        } else {
-            tracing::debug!(code = self.code(), error = %self, "request refused");
-        }
-        let problem = json!({
-            "type": format!("urn:eye:problem:{}", self.code()),
-            "title": self.title(),
-            "status": status.as_u16(),
-            "detail": self.to_string(),
-            "code": self.code(),
-        });
-        let mut response = HttpResponse::build(status);
-        response.insert_header((CONTENT_TYPE, "application/problem+json"));
+        eye_http::problem::log(status, self.code(), self);
+        let problem = Problem::new(status, self.title(), self.code(), self.to_string());
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((RETRY_AFTER, "1"));
+            problem.retry_after(1).response()
+        } else {
+            problem.response()
         }
-        response.body(problem.to_string())
     }
 }

@@ -2,19 +2,21 @@
 //! cache of its `api_tokens` row (scopes, expiry, revocation, the application's state) that
 //! every instance reloads every `token_refresh_ms`, so a revocation, a disabled application or
 //! a narrowed token takes effect everywhere within that time. The same reload writes when each
-//! token was last used.
+//! token was last used. It also carries each application's name and rate limit, so a limit
+//! set by `eye app limit` applies everywhere within the same time.
 
 use eye_core::supervise::{Checkpoint, OnPanic};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::http::header::AUTHORIZATION;
 use chrono::{DateTime, Utc};
+use eye_core::rate_limit::RateLimit;
 use eye_core::token::{Claims, Scope, TokenError, TokenKeys};
-use eye_entity::{api_tokens, applications, tokens};
+use eye_entity::{api_tokens, applications, rate_limits, tokens};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use uuid::Uuid;
@@ -29,6 +31,10 @@ pub const REFRESH_TASK: &str = "token refresh";
 pub struct Grant {
     pub token_id: Uuid,
     pub application_id: Uuid,
+    /// Shared by every token of the application (a pointer, not a copy, per request).
+    pub application_name: Arc<str>,
+    /// The application's own rate limit; `None` means the default of the settings.
+    pub rate_limit: Option<RateLimit>,
     /// Shared with the cached row: a request clones a pointer, not the set.
     pub scopes: Arc<HashSet<Scope>>,
 }
@@ -43,6 +49,8 @@ impl Grant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct TokenRow {
     application_id: Uuid,
+    application_name: Arc<str>,
+    rate_limit: Option<RateLimit>,
     scopes: Arc<HashSet<Scope>>,
     expires_at: DateTime<Utc>,
     revoked: bool,
@@ -50,15 +58,17 @@ struct TokenRow {
 }
 
 impl TokenRow {
-    /// `None` when the token has no application (it cannot be used).
-    fn new(token: &api_tokens::Model, app: Option<&applications::Model>) -> Option<Self> {
-        Some(Self {
+    /// `name` is the application's name, shared by its tokens.
+    fn new(token: &api_tokens::Model, app: &applications::Model, name: Arc<str>) -> Self {
+        Self {
             application_id: token.application_id,
+            application_name: name,
+            rate_limit: rate_limits::override_of(app),
             scopes: Arc::new(tokens::scopes(token)),
             expires_at: token.expires_at,
             revoked: token.revoked_at.is_some(),
-            application_disabled: app?.disabled,
-        })
+            application_disabled: app.disabled,
+        }
     }
 
     /// The grant for `claims`, or why they are refused. A row can only have been narrowed
@@ -84,6 +94,8 @@ impl TokenRow {
         Ok(Grant {
             token_id: claims.jti,
             application_id: self.application_id,
+            application_name: self.application_name.clone(),
+            rate_limit: self.rate_limit,
             scopes: self.scopes.clone(),
         })
     }
@@ -109,6 +121,8 @@ pub struct TokenGate {
     keys: TokenKeys,
     db: DatabaseConnection,
     known: RwLock<Arc<HashMap<Uuid, Arc<Known>>>>,
+    /// When the cache was last reloaded in full.
+    loaded_at: RwLock<Option<Instant>>,
 }
 
 impl TokenGate {
@@ -117,6 +131,7 @@ impl TokenGate {
             keys,
             db,
             known: RwLock::new(Arc::new(HashMap::new())),
+            loaded_at: RwLock::new(None),
         }
     }
 
@@ -151,7 +166,7 @@ impl TokenGate {
     }
 
     /// Writes when tokens were last used (best effort), then reloads every unexpired token and
-    /// its application's state.
+    /// its application's state, name and rate limit.
     pub async fn refresh(&self) -> Result<(), DbErr> {
         // Best effort: a database user that may only read must still see revocations.
         if let Err(e) = self.flush_usage().await {
@@ -162,11 +177,22 @@ impl TokenGate {
             .filter(api_tokens::Column::ExpiresAt.gt(Utc::now()))
             .all(&self.db)
             .await?;
+        let mut names: HashMap<Uuid, Arc<str>> = HashMap::new();
         let known = rows
             .into_iter()
-            .map(|(token, app)| (token.id, Known::new(TokenRow::new(&token, app.as_ref()))))
+            .map(|(token, app)| {
+                let row = app.map(|app| {
+                    let name = names
+                        .entry(app.id)
+                        .or_insert_with(|| Arc::from(app.name.as_str()))
+                        .clone();
+                    TokenRow::new(&token, &app, name)
+                });
+                (token.id, Known::new(row))
+            })
             .collect();
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
+        *self.loaded_at.write().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
 
@@ -215,6 +241,12 @@ impl TokenGate {
         });
     }
 
+    /// Tokens in the cache, and how long ago it was last reloaded (`None`: never yet).
+    pub fn cache_state(&self) -> (usize, Option<Duration>) {
+        let loaded_at = *self.loaded_at.read().unwrap_or_else(|p| p.into_inner());
+        (self.snapshot().len(), loaded_at.map(|at| at.elapsed()))
+    }
+
     fn snapshot(&self) -> Arc<HashMap<Uuid, Arc<Known>>> {
         self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -231,7 +263,11 @@ impl TokenGate {
             .find_also_related(applications::Entity)
             .one(&self.db)
             .await?;
-        Ok(row.and_then(|(token, app)| TokenRow::new(&token, app.as_ref())))
+        Ok(row.and_then(|(token, app)| {
+            let app = app?;
+            let name = Arc::from(app.name.as_str());
+            Some(TokenRow::new(&token, &app, name))
+        }))
     }
 }
 
@@ -251,6 +287,8 @@ mod tests {
     fn row() -> TokenRow {
         TokenRow {
             application_id: Uuid::new_v4(),
+            application_name: Arc::from("shop"),
+            rate_limit: None,
             scopes: Arc::new(HashSet::from([Scope::EventsWrite])),
             expires_at: DateTime::from_timestamp(2_000_000_000, 500_000).unwrap(),
             revoked: false,
@@ -279,6 +317,7 @@ mod tests {
         let grant = row.grant(&claims_of(&row), now()).unwrap();
         assert_eq!(grant.scopes, row.scopes);
         assert_eq!(grant.application_id, row.application_id);
+        assert_eq!(&*grant.application_name, "shop");
     }
 
     #[test]

@@ -95,7 +95,9 @@ pub async fn run(settings: Settings, data_dir: &Path) -> anyhow::Result<()> {
     eye_core::telemetry::init(settings.log_format);
     let dev = prepare(settings, data_dir).await?;
     let queue = Queue::memory(&dev.settings);
-    let running = stack::start(&dev.settings, &dev.db, &queue, 1).await?;
+    // One registry: the api's `/metrics` shows the worker's and the admin's too.
+    let metrics = crate::metrics::Registries::shared(&dev.settings);
+    let running = stack::start(&dev.settings, &dev.db, &queue, 1, &metrics).await?;
     println!("{}", banner(&dev, running.api_port, running.admin_port));
     crate::stack::shutdown_signal().await;
     println!("Stopping: storing what is still queued…");
@@ -127,7 +129,7 @@ fn banner(dev: &Dev, port: u16, admin_port: u16) -> String {
     let session = uuid::Uuid::new_v4();
     format!(
         "\nThe Eye is running (data in {db}).\n\n\
-         api      {api}/v1/events    health {api}/healthz\n\
+         api      {api}/v1/events    health {api}/healthz    metrics {api}/metrics\n\
          admin    http://127.0.0.1:{admin_port}/    {login}\n\
          token    {token}\n\n\
          Send an event:\n\

@@ -4,4 +4,7 @@
 pub mod broker;
 pub mod dead;
 pub mod dev;
+pub mod metrics;
+pub mod send;
 pub mod stack;
+pub mod tail;

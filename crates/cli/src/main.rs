@@ -7,13 +7,16 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eye_admin::{Admin, QueueProbe};
 use eye_cli::dev;
+use eye_cli::metrics::WorkerListener;
 use eye_cli::stack::{self, Queue};
 use eye_core::Settings;
+use eye_core::rate_limit::{Rate, RateLimit};
 use eye_core::token::{Scope, TokenKeys};
 use eye_entity::dead::Selection;
-use eye_entity::tokens;
+use eye_entity::{rate_limits, tokens};
 use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
+use eye_worker::metrics::WorkerMetrics;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -67,6 +70,54 @@ enum Command {
     /// Messages no worker could read: list, replay or discard them.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Prints events (and rejected events, marked) as they are stored, one a line, until
+    /// Ctrl-C. Reads the admin's stream with a read token.
+    Tail {
+        /// The admin's base URL; default: the local admin (`admin_addr`).
+        #[arg(long)]
+        url: Option<String>,
+        /// A token with `events:read` (only its own application unless `events:read:all`).
+        #[arg(long, env = "EYE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// One JSON object a line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only this application (by name).
+        #[arg(long)]
+        application: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        session_id: Option<Uuid>,
+    },
+    /// Sends events from a file of JSON Lines (or one JSON array) to an api: batched,
+    /// compressed, retried, each stored once. Prints a line for every event not stored and
+    /// the totals; exits with 1 unless every event was accepted.
+    Send {
+        /// The file; `-` or nothing reads standard input.
+        file: Option<PathBuf>,
+        /// An `events:write` token.
+        #[arg(long, env = "EYE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The api. Default: `http://` and `api_addr` of the settings.
+        #[arg(long, env = "EYE_URL")]
+        url: Option<String>,
+        /// Stop at the first line that is not an event (what was sent before it is delivered).
+        #[arg(long)]
+        strict: bool,
+        /// Requests in flight at once (of up to 500 events each).
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Send bodies uncompressed. By default those above 32 KiB are gzipped unless the api
+        /// is on this machine (a loopback address), where compressing only costs CPU.
+        #[arg(long, conflicts_with = "gzip")]
+        no_gzip: bool,
+        /// Gzip bodies above 32 KiB even to an api on this machine.
+        #[arg(long)]
+        gzip: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -130,10 +181,29 @@ enum TokenCommand {
 
 #[derive(Subcommand)]
 enum AppCommand {
+    /// Lists every application with its state and rate limit.
+    List,
     /// Refuses every token of the application.
     Disable { name: String },
     /// Accepts the application's tokens again.
     Enable { name: String },
+    /// Gives the application a rate limit of its own, or returns it to the default
+    /// (`rate_limit`, `rate_limit_burst`). Every api applies it within `token_refresh_ms`.
+    #[command(group(clap::ArgGroup::new("limit").required(true).args(["rate", "default"])))]
+    Limit {
+        name: String,
+        /// Events per second, minute or hour: `2000/s`, `600/min`, `50000/h`. Each api
+        /// instance allows this much: behind a load balancer, divide the total by the instances.
+        #[arg(long, requires = "burst")]
+        rate: Option<Rate>,
+        /// The most events at once after a quiet spell; a batch above it is refused with
+        /// `batch_over_burst`.
+        #[arg(long, requires = "rate")]
+        burst: Option<u64>,
+        /// Use the default limit of the settings again.
+        #[arg(long, conflicts_with_all = ["rate", "burst"])]
+        default: bool,
+    },
 }
 
 #[tokio::main]
@@ -151,9 +221,30 @@ async fn main() -> anyhow::Result<()> {
     if let Command::Dev { data_dir } = &cli.command {
         return dev::run(settings, data_dir).await;
     }
+    // A client command: its output is the summary, not service logs.
+    if let Command::Send {
+        file,
+        token,
+        url,
+        strict,
+        concurrency,
+        no_gzip,
+        gzip,
+    } = cli.command
+    {
+        let client = |url: &str| {
+            let client = eye_client::Client::builder(url, &token).concurrency(concurrency);
+            if gzip || (!no_gzip && !is_loopback(url)) {
+                client
+            } else {
+                client.gzip_above(None)
+            }
+        };
+        return send(&settings, file, url, strict, client).await;
+    }
     eye_core::telemetry::init(settings.log_format);
     match cli.command {
-        Command::Dev { .. } => Ok(()),
+        Command::Dev { .. } | Command::Send { .. } => Ok(()),
         Command::Api => api(&settings).await,
         Command::Admin => admin(&settings).await,
         Command::Worker { concurrency } => worker(&settings, concurrency).await,
@@ -162,7 +253,72 @@ async fn main() -> anyhow::Result<()> {
         Command::App(command) => app(&settings, command).await,
         Command::User(command) => user(&settings, command).await,
         Command::Dead(command) => dead(&settings, command).await,
+        Command::Tail {
+            url,
+            token,
+            json,
+            application,
+            category,
+            name,
+            session_id,
+        } => {
+            let tail = eye_cli::tail::Tail {
+                url: url.unwrap_or_else(|| local_url(&settings.admin_addr)),
+                token,
+                json,
+                application,
+                category,
+                name,
+                session_id: session_id.map(|s| s.to_string()),
+            };
+            tail.run(stack::shutdown_signal()).await
+        }
     }
+}
+
+async fn send(
+    settings: &Settings,
+    file: Option<PathBuf>,
+    url: Option<String>,
+    strict: bool,
+    client: impl FnOnce(&str) -> eye_client::Builder,
+) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| local_url(&settings.api_addr));
+    let options = eye_cli::send::SendOptions {
+        file: file.filter(|f| f.as_os_str() != "-"),
+        strict,
+        progress: true,
+    };
+    let summary = eye_cli::send::run(options, client(&url)).await?;
+    print!("{}", summary.render());
+    if !summary.all_accepted() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Whether `url` names this machine (`localhost`, `127.x.x.x`, `[::1]`).
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.starts_with("127.") || host == "::1"
+}
+
+/// `http://` and the api's address, with a wildcard address replaced by the loopback.
+fn local_url(addr: &str) -> String {
+    let addr = addr
+        .strip_prefix("0.0.0.0:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .or_else(|| {
+            addr.strip_prefix("[::]:")
+                .map(|port| format!("[::1]:{port}"))
+        })
+        .unwrap_or_else(|| addr.to_owned());
+    format!("http://{addr}")
 }
 
 async fn api(settings: &Settings) -> anyhow::Result<()> {
@@ -172,7 +328,8 @@ async fn api(settings: &Settings) -> anyhow::Result<()> {
     let queue = Queue::from_settings(settings)?;
     queue.apply_policies(settings).await?;
     let publisher = queue.publisher(settings)?;
-    let api = eye_api::Api::build(settings, db, publisher).await?;
+    let metrics = eye_cli::metrics::registry(settings);
+    let api = eye_api::Api::build(settings, db, publisher, metrics).await?;
     tracing::info!(addr = %settings.api_addr, port = api.port(), "api listening");
     let handle = api.handle();
     let server = tokio::spawn(api.run_until_stopped());
@@ -197,7 +354,8 @@ async fn admin(settings: &Settings) -> anyhow::Result<()> {
         .map(|q| q.publisher(settings))
         .transpose()
         .context("failed to set up publishing to amqp_url (EYE_AMQP_URL)")?;
-    let admin = Admin::build(settings, db, probe, publisher).await?;
+    let metrics = eye_cli::metrics::registry(settings);
+    let admin = Admin::build(settings, db, probe, publisher, metrics).await?;
     tracing::info!(addr = %settings.admin_addr, port = admin.port(), "admin listening");
     let handle = admin.handle();
     let server = tokio::spawn(admin.run_until_stopped());
@@ -238,16 +396,22 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
     let queue = Queue::from_settings(settings)?;
     queue.apply_policies(settings).await?;
+    let registry = eye_cli::metrics::registry(settings);
+    let listener = if registry.is_enabled() {
+        let listener = WorkerListener::start(&settings.worker_metrics_addr, registry.clone())?;
+        tracing::info!(addr = %settings.worker_metrics_addr, port = listener.port, "worker metrics listening");
+        Some(listener)
+    } else {
+        None
+    };
+    let metrics = WorkerMetrics::new(registry);
     let stop = CancellationToken::new();
-    let mover = queue.dead_letter_mover(settings, &db, &stop);
+    let mover = queue.dead_letter_mover(settings, &db, &stop, &metrics);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            stack::spawn_worker(Worker::new(
-                db.clone(),
-                queue.consumer(settings),
-                settings,
-                stop.clone(),
-            ))
+            let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
+                .with_metrics(metrics.clone());
+            stack::spawn_worker(worker)
         })
         .collect();
     stack::shutdown_signal().await;
@@ -259,6 +423,9 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     }
     if let Some(mover) = mover {
         mover.await?;
+    }
+    if let Some(listener) = listener {
+        listener.stop().await;
     }
     tracing::info!(
         drained,
@@ -368,8 +535,42 @@ async fn dead(settings: &Settings, command: DeadCommand) -> anyhow::Result<()> {
 }
 
 async fn app(settings: &Settings, command: AppCommand) -> anyhow::Result<()> {
+    // Bad input is refused before anything connects.
+    let limit = match &command {
+        AppCommand::Limit {
+            rate: Some(rate),
+            burst: Some(burst),
+            ..
+        } => Some(RateLimit::new(*rate, *burst).context("--burst")?),
+        _ => None,
+    };
     let db = stack::connect(settings.database_url()?).await?;
     let (name, disabled) = match command {
+        AppCommand::List => return app_list(settings, &db).await,
+        AppCommand::Limit { name, .. } => {
+            let app = rate_limits::set(&db, &name, limit).await?;
+            match limit {
+                Some(limit) => {
+                    eprintln!(
+                        "application `{}` may send {limit} events per api instance; every api applies it within {} ms",
+                        app.name, settings.token_refresh_ms
+                    );
+                    if (limit.burst.get() as usize) < settings.max_events_per_request {
+                        eprintln!(
+                            "note: a request of more than {} events will be refused with 413 batch_over_burst",
+                            limit.burst
+                        );
+                    }
+                }
+                None => eprintln!(
+                    "application `{}` uses the default limit again ({} events per api instance); every api applies it within {} ms",
+                    app.name,
+                    settings.rate_limit(),
+                    settings.token_refresh_ms
+                ),
+            }
+            return Ok(());
+        }
         AppCommand::Disable { name } => (name, true),
         AppCommand::Enable { name } => (name, false),
     };
@@ -379,4 +580,44 @@ async fn app(settings: &Settings, command: AppCommand) -> anyhow::Result<()> {
         if disabled { "disabled" } else { "enabled" }
     );
     Ok(())
+}
+
+async fn app_list(settings: &Settings, db: &sea_orm::DatabaseConnection) -> anyhow::Result<()> {
+    let default = settings.rate_limit();
+    println!(
+        "{:<30}  {:<8}  {:<45}  CREATED",
+        "NAME", "STATE", "RATE LIMIT (EVENTS PER API INSTANCE)"
+    );
+    for app in tokens::applications(db).await? {
+        let limit = match rate_limits::override_of(&app) {
+            Some(limit) => limit.to_string(),
+            None => format!("default: {default}"),
+        };
+        let state = if app.disabled { "disabled" } else { "enabled" };
+        let created = app.created_at.format("%Y-%m-%d %H:%M UTC");
+        println!("{:<30}  {state:<8}  {limit:<45}  {created}", app.name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost/v1",
+            "https://[::1]:8080",
+            "127.0.0.2:80",
+        ] {
+            assert!(super::is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://eye.example.com",
+            "http://10.0.0.7:8080",
+            "https://[2001:db8::1]:8080",
+        ] {
+            assert!(!super::is_loopback(url), "{url}");
+        }
+    }
 }

@@ -11,6 +11,9 @@ use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
 use eye_worker::consume::Shutdown;
 use eye_worker::dead_letters::DeadLetterMover;
+use eye_worker::metrics::WorkerMetrics;
+
+use crate::metrics::{Registries, WorkerListener};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use tokio::task::JoinHandle;
@@ -91,6 +94,7 @@ impl Queue {
         settings: &Settings,
         db: &DatabaseConnection,
         stop: &CancellationToken,
+        metrics: &WorkerMetrics,
     ) -> Option<JoinHandle<()>> {
         let Queue::Amqp(url) = self else {
             return None;
@@ -100,7 +104,8 @@ impl Queue {
             Topology::new(&settings.queue_prefix),
             settings.worker_prefetch,
         )));
-        let mover = DeadLetterMover::new(db.clone(), consumer, stop.clone());
+        let mover =
+            DeadLetterMover::new(db.clone(), consumer, stop.clone()).with_metrics(metrics.clone());
         Some(tokio::spawn(mover.run_until_stopped()))
     }
 }
@@ -156,9 +161,12 @@ pub fn redact(url: &str) -> String {
 pub struct Running {
     pub api_port: u16,
     pub admin_port: u16,
+    /// Where the workers serve `/metrics`, when they have a listener of their own.
+    pub worker_metrics_port: Option<u16>,
+    worker_metrics: Option<WorkerListener>,
     api: actix_web::dev::ServerHandle,
     api_task: JoinHandle<std::io::Result<()>>,
-    admin: actix_web::dev::ServerHandle,
+    admin: eye_admin::AdminHandle,
     admin_task: JoinHandle<std::io::Result<()>>,
     workers: Vec<WorkerHandle>,
     mover: Option<JoinHandle<()>>,
@@ -166,14 +174,16 @@ pub struct Running {
     queue: Queue,
 }
 
-/// Starts the api, the admin and `workers` workers (at least one) on one database and queue.
+/// Starts the api, the admin and `workers` workers (at least one) on one database and queue,
+/// counting into `metrics`.
 pub async fn start(
     settings: &Settings,
     db: &DatabaseConnection,
     queue: &Queue,
     workers: usize,
+    metrics: &Registries,
 ) -> anyhow::Result<Running> {
-    start_with_workers(settings, db, queue, workers.max(1)).await
+    start_with_workers(settings, db, queue, workers.max(1), metrics).await
 }
 
 /// Like [`start`], but `workers` may be 0 for tests that drive a worker themselves.
@@ -182,10 +192,22 @@ pub async fn start_with_workers(
     db: &DatabaseConnection,
     queue: &Queue,
     workers: usize,
+    metrics: &Registries,
 ) -> anyhow::Result<Running> {
     eye_admin::check_settings(settings)?;
     queue.apply_policies(settings).await?;
-    let api = Api::build(settings, db.clone(), queue.publisher(settings)?).await?;
+    let worker_metrics = if workers > 0 {
+        metrics.serve_worker(settings)?
+    } else {
+        None
+    };
+    let api = Api::build(
+        settings,
+        db.clone(),
+        queue.publisher(settings)?,
+        metrics.api.clone(),
+    )
+    .await?;
     let api_port = api.port();
     let handle = api.handle();
     let api_task = tokio::spawn(api.run_until_stopped());
@@ -195,6 +217,7 @@ pub async fn start_with_workers(
         db.clone(),
         queue.probe(settings, workers),
         Some(queue.publisher(settings)?),
+        metrics.admin.clone(),
     )
     .await?;
     let admin_port = admin.port();
@@ -202,17 +225,20 @@ pub async fn start_with_workers(
     let admin_task = tokio::spawn(admin.run_until_stopped());
     let stop = CancellationToken::new();
     let mover = (workers > 0)
-        .then(|| queue.dead_letter_mover(settings, db, &stop))
+        .then(|| queue.dead_letter_mover(settings, db, &stop, &metrics.worker))
         .flatten();
     let workers = (0..workers)
         .map(|_| {
-            let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone());
+            let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
+                .with_metrics(metrics.worker.clone());
             spawn_worker(worker)
         })
         .collect();
     Ok(Running {
         api_port,
         admin_port,
+        worker_metrics_port: worker_metrics.as_ref().map(|l| l.port),
+        worker_metrics,
         api: handle,
         api_task,
         admin: admin_handle,
@@ -235,6 +261,9 @@ impl Running {
         tokio::spawn(self.admin.stop(false));
         self.api_task.abort();
         self.admin_task.abort();
+        if let Some(listener) = self.worker_metrics {
+            tokio::spawn(listener.stop());
+        }
     }
 
     /// Stops taking requests, lets those in flight finish, then stops the workers once they
@@ -257,6 +286,9 @@ impl Running {
         }
         if let Some(mover) = self.mover {
             let _ = mover.await;
+        }
+        if let Some(listener) = self.worker_metrics {
+            listener.stop().await;
         }
         if let Queue::Memory(queue) = &self.queue {
             // What no worker took (one that stopped early) is lost too.

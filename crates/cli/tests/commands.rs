@@ -185,6 +185,7 @@ async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
             "applications",
             "dead_letters",
             "events",
+            "rate_limited",
             "rejected_events",
             "sessions"
         ]
@@ -391,6 +392,105 @@ async fn tokens_are_created_listed_and_revoked_on_sqlite() {
 async fn tokens_are_created_listed_and_revoked_on_postgres() {
     if let Some(db) = TestDb::postgres().await {
         tokens_are_created_listed_and_revoked(&db).await;
+        db.drop().await;
+    }
+}
+
+/// `eye app limit` and `eye app list`, and what `eye app limit` says to bad input.
+async fn application_limits_are_set_listed_and_cleared(db: &TestDb) {
+    stdout(&db.eye(&["migrate"]));
+    stdout(&db.eye(&["token", "create", "--app", "shop"]));
+    stdout(&db.eye(&["token", "create", "--app", "blog"]));
+    let row = |listed: &str, name: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} is not listed: {listed}"))
+            .to_owned()
+    };
+    let listed = stdout(&db.eye(&["app", "list"]));
+    assert!(listed.starts_with("NAME"), "{listed}");
+    assert!(
+        row(&listed, "shop").contains("default: 10000/s, bursts of 20000"),
+        "{listed}"
+    );
+
+    let set = db.eye(&[
+        "app", "limit", "shop", "--rate", "2000/s", "--burst", "5000",
+    ]);
+    stdout(&set);
+    assert!(
+        String::from_utf8_lossy(&set.stderr).contains("2000/s, bursts of 5000"),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let listed = stdout(&db.eye(&["app", "list"]));
+    let shop = row(&listed, "shop");
+    assert!(
+        shop.contains("2000/s, bursts of 5000") && !shop.contains("default"),
+        "{shop}"
+    );
+    assert!(row(&listed, "blog").contains("default: "), "{listed}");
+    let conn = eye_cli::stack::connect(&db.url).await.unwrap();
+    let app = eye_entity::tokens::find_application(&conn, "shop")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        eye_entity::rate_limits::override_of(&app).map(|l| l.to_string()),
+        Some("2000/s, bursts of 5000".to_owned())
+    );
+
+    stdout(&db.eye(&["app", "limit", "shop", "--default"]));
+    let listed = stdout(&db.eye(&["app", "list"]));
+    assert!(row(&listed, "shop").contains("default: "), "{listed}");
+
+    let refused: [(&[&str], &str); 7] = [
+        (
+            &["app", "limit", "nobody", "--rate", "1/s", "--burst", "1"],
+            "no application is named `nobody`",
+        ),
+        (
+            &["app", "limit", "shop", "--rate", "0/s", "--burst", "5"],
+            "lets nothing through",
+        ),
+        (
+            &["app", "limit", "shop", "--rate", "100/s", "--burst", "0"],
+            "a burst of 0",
+        ),
+        (
+            &["app", "limit", "shop", "--rate", "lots", "--burst", "5"],
+            "is not a rate",
+        ),
+        (
+            &["app", "limit", "shop", "--rate", "5/day", "--burst", "5"],
+            "is not a rate",
+        ),
+        (&["app", "limit", "shop", "--rate", "5/s"], "--burst"),
+        (
+            &["app", "limit", "shop", "--default", "--rate", "5/s"],
+            "cannot be used with",
+        ),
+    ];
+    for (args, says) in refused {
+        let output = db.eye(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let listed = stdout(&db.eye(&["app", "list"]));
+    assert!(row(&listed, "shop").contains("default: "), "{listed}");
+}
+
+#[tokio::test]
+async fn application_limits_are_set_listed_and_cleared_on_sqlite() {
+    application_limits_are_set_listed_and_cleared(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn application_limits_are_set_listed_and_cleared_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        application_limits_are_set_listed_and_cleared(&db).await;
         db.drop().await;
     }
 }
@@ -678,7 +778,9 @@ async fn existing_rows_move_under_their_application_and_back(db: &TestDb) {
         .exec(&conn)
         .await
         .unwrap();
-    let shared = eye_migration::Migrator::down(&conn, Some(2))
+    // Down to the fifth migration, before events were keyed by application.
+    let past_five = u32::try_from(eye_migration::Migrator::migrations().len() - 5).unwrap();
+    let shared = eye_migration::Migrator::down(&conn, Some(past_five))
         .await
         .expect_err("the other application's session still shares the id")
         .to_string();
@@ -690,7 +792,9 @@ async fn existing_rows_move_under_their_application_and_back(db: &TestDb) {
         .exec(&conn)
         .await
         .unwrap();
-    eye_migration::Migrator::down(&conn, Some(2)).await.unwrap();
+    eye_migration::Migrator::down(&conn, Some(past_five))
+        .await
+        .unwrap();
     let rows = conn
         .query_all_raw(Statement::from_string(
             backend,

@@ -119,8 +119,16 @@ fn batch(n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stores_every_accepted_event_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
-    // One message per transaction, so that the worker falls behind and there is a backlog.
-    let mut dev = start_with(dir.path(), &[("EYE_WORKER_BATCH_MESSAGES", "1")]);
+    // One message per transaction, so that the worker falls behind and there is a backlog;
+    // 50,000 events at once are past the default rate limit.
+    let mut dev = start_with(
+        dir.path(),
+        &[
+            ("EYE_WORKER_BATCH_MESSAGES", "1"),
+            ("EYE_RATE_LIMIT", "1000000/s"),
+            ("EYE_RATE_LIMIT_BURST", "1000000"),
+        ],
+    );
     let client = reqwest::Client::new();
     let bodies: Vec<Value> = (0..100).map(|_| batch(500)).collect();
     let posts = bodies.iter().map(|body| dev.post(&client, body));
@@ -157,6 +165,47 @@ async fn a_second_start_reuses_the_data_and_the_token() {
     assert_eq!(response.status(), 202);
     interrupt(&mut second);
     assert_eq!(count_events(dir.path()).await, 5);
+}
+
+/// The value of the series `series` (name and labels exactly as exposed) in a scrape.
+fn series_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(name, _)| *name == series)
+        .map(|(_, value)| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_port_serves_the_metrics_of_every_service_of_eye_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut dev = start(dir.path());
+    let response = dev.post(&client, &batch(3)).await.unwrap();
+    assert_eq!(response.status(), 202);
+    let stored = r#"eye_worker_events_stored_total{application="dev"}"#;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = client
+            .get(format!("{}/metrics", dev.api))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if series_value(&text, stored) == Some(3.0) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    interrupt(&mut dev);
+    assert_eq!(series_value(&text, stored), Some(3.0), "{text}");
+    assert_eq!(
+        series_value(&text, r#"eye_api_events_accepted_total{application="dev"}"#),
+        Some(3.0)
+    );
 }
 
 /// Logs in with the printed password and returns the events page once `n` events show.

@@ -56,6 +56,12 @@ fn each_service_refuses_to_start_with_a_setting_out_of_range_and_names_it() {
         (&["api"][..], "EYE_API_WORKERS", "0", "api_workers = 0"),
         (
             &["api"][..],
+            "EYE_RATE_LIMIT_BURST",
+            "0",
+            "rate_limit_burst = 0",
+        ),
+        (
+            &["api"][..],
             "EYE_PUBLISH_CHANNELS",
             "0",
             "publish_channels = 0",
@@ -95,6 +101,25 @@ fn each_service_refuses_to_start_with_a_setting_out_of_range_and_names_it() {
             "`eye {}` connected to the database before refusing {name}",
             args.join(" ")
         );
+    }
+}
+
+#[test]
+fn the_api_refuses_a_zero_or_unreadable_rate_limit_naming_it() {
+    for (value, says) in [("0/s", "lets nothing through"), ("fast", "is not a rate")] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = eye(&["api"], dir.path(), ("EYE_RATE_LIMIT", value));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "EYE_RATE_LIMIT={value} was accepted"
+        );
+        assert!(
+            stderr.contains(&format!("rate_limit = \"{value}\"")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!dir.path().join("eye.db").exists());
     }
 }
 

@@ -5,20 +5,35 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::RequestId;
+
 /// Version of the envelope format written by this build.
 pub const ENVELOPE_VERSION: u8 = 1;
 
 /// One event exactly as an application posts it. Only the shape is checked here; what the
 /// payload means is the worker's business.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "session_id": "e2085be5-9137-4e4e-80b5-f1ffddc25423",
+    "category": "page interaction",
+    "name": "pageview",
+    "data": {"host": "www.example.com", "path": "/"},
+    "timestamp": "2021-01-01 09:15:27.243860"
+}))]
 pub struct IncomingEvent {
     /// Optional client-chosen id; posting the same id twice stores the event once.
+    #[schema(required = false)]
     pub id: Option<Uuid>,
+    /// The visitor's session; events of one session are shown together.
     pub session_id: Uuid,
+    /// With `name`, the event's type: the worker validates `data` by it.
     pub category: String,
     pub name: String,
-    /// Kept as raw JSON: the api passes it through without building a tree.
+    /// Any JSON value; what it must hold depends on the event's type. Kept as raw JSON: the
+    /// api passes it through without building a tree.
+    #[schema(value_type = serde_json::Value)]
     pub data: Box<RawValue>,
+    #[schema(schema_with = EventTimestamp::schema)]
     pub timestamp: EventTimestamp,
 }
 
@@ -54,6 +69,10 @@ pub struct Envelope {
     pub application_id: Uuid,
     pub token_id: Uuid,
     pub received_at: DateTime<Utc>,
+    /// The request that brought these events, so the worker's log lines can be found by it.
+    /// Absent in envelopes written before it existed, so the version did not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
     pub events: Vec<Event>,
 }
 
@@ -66,6 +85,23 @@ pub struct EventTimestamp(pub DateTime<Utc>);
 impl EventTimestamp {
     pub const EXPECTED: &'static str =
         "an RFC 3339 timestamp or `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC";
+
+    /// Its OpenAPI schema: either form, as text.
+    pub fn schema() -> utoipa::openapi::schema::Schema {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
+        let either = AnyOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime),
+            )))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?$")),
+            )
+            .description(Some(Self::EXPECTED))
+            .build();
+        utoipa::openapi::schema::Schema::AnyOf(either)
+    }
 
     pub fn parse(input: &str) -> Result<Self, String> {
         let input = input.trim();
@@ -95,7 +131,7 @@ impl<'de> Deserialize<'de> for EventTimestamp {
 
 /// What is wrong with one field, as shown to clients (400 details) and stored with rejected
 /// events. `code` is stable and machine-readable; `message` is for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub code: String,
@@ -176,5 +212,24 @@ mod tests {
         let a: IncomingEvent = serde_json::from_str(raw).unwrap();
         let b: IncomingEvent = serde_json::from_str(raw).unwrap();
         assert_ne!(a.into_event().id, b.into_event().id);
+    }
+
+    #[test]
+    fn an_envelope_without_a_request_id_reads_and_none_is_not_written() {
+        let older = r#"{"v":1,"application_id":"01a1fdc1-6fbb-77f0-8067-7ccf153d3375",
+            "token_id":"01a1fdc1-6fbb-77f0-8067-7ccf153d3376","received_at":"2021-01-01T00:00:00Z",
+            "events":[]}"#;
+        let mut envelope: Envelope = serde_json::from_str(older).unwrap();
+        assert_eq!(envelope.request_id, None);
+        assert!(
+            !serde_json::to_string(&envelope)
+                .unwrap()
+                .contains("request_id")
+        );
+        envelope.request_id = RequestId::parse("req-1");
+        let written = serde_json::to_string(&envelope).unwrap();
+        assert!(written.contains(r#""request_id":"req-1""#), "{written}");
+        let read: Envelope = serde_json::from_str(&written).unwrap();
+        assert_eq!(read.request_id, envelope.request_id);
     }
 }

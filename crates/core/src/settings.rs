@@ -10,6 +10,8 @@ use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::rate_limit::{Rate, RateLimit};
+
 /// Every knob of The Eye. Each field can be set in `eye.toml` or as `EYE_<FIELD>`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -43,6 +45,9 @@ pub struct Settings {
     pub admin_trusted_proxies: Vec<String>,
     /// How long a search for text inside `data` may run on PostgreSQL before it is stopped.
     pub admin_search_timeout_ms: u64,
+    /// The dashboard flags an enabled application that has sent no stored event for this many
+    /// minutes (and existed that long).
+    pub admin_silent_minutes: u64,
     /// Most events one request may carry.
     pub max_events_per_request: usize,
     /// Largest single event, in bytes of JSON.
@@ -61,6 +66,14 @@ pub struct Settings {
     /// Bytes of envelopes each HTTP worker thread holds while they wait for and await their
     /// confirm; past it requests are answered 503 `queue_full` at once.
     pub outbox_max_bytes: usize,
+    /// Events each application may send per second (`N/s`), minute (`N/min`) or hour (`N/h`),
+    /// counted by each api instance on its own: behind a load balancer, give each instance its
+    /// share of the total. `eye app limit` overrides it per application.
+    #[serde(deserialize_with = "rate_limit_setting")]
+    pub rate_limit: Rate,
+    /// The most events an application may send at once after a quiet spell, on top of
+    /// `rate_limit`; at least `max_events_per_request`, so that a full request can pass.
+    pub rate_limit_burst: u64,
     /// How often the api and admin reload api tokens (scopes, expiry, revocation) and
     /// applications' state from the database.
     pub token_refresh_ms: u64,
@@ -100,6 +113,10 @@ pub struct Settings {
     pub drain_timeout_secs: u64,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
+    /// Whether the services count Prometheus metrics and serve them on `/metrics`.
+    pub metrics_enabled: bool,
+    /// Where `eye worker` serves `/metrics` (the api and the admin serve it on their own port).
+    pub worker_metrics_addr: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -118,6 +135,12 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// The default `rate_limit`: 10000 events a second per application and api instance.
+const DEFAULT_RATE_PER_SECOND: std::num::NonZeroU32 = match std::num::NonZeroU32::new(10_000) {
+    Some(n) => n,
+    None => panic!("10000 is not zero"),
+};
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -134,6 +157,7 @@ impl Default for Settings {
             admin_page_size: 50,
             admin_trusted_proxies: Vec::new(),
             admin_search_timeout_ms: 5_000,
+            admin_silent_minutes: 60,
             max_events_per_request: 500,
             max_event_bytes: 32 * 1024,
             max_request_bytes: 512 * 1024,
@@ -141,6 +165,8 @@ impl Default for Settings {
             publish_channels: 8,
             publish_linger_us: 500,
             outbox_max_bytes: 16 * 1024 * 1024,
+            rate_limit: Rate::per_second(DEFAULT_RATE_PER_SECOND),
+            rate_limit_burst: 20_000,
             token_refresh_ms: 2_000,
             worker_prefetch: 16,
             worker_batch_messages: 128,
@@ -158,6 +184,8 @@ impl Default for Settings {
             memory_queue_capacity: 10_000,
             drain_timeout_secs: 60,
             log_format: LogFormat::Json,
+            metrics_enabled: true,
+            worker_metrics_addr: "127.0.0.1:8082".into(),
         }
     }
 }
@@ -179,6 +207,16 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
         .map(|item| item.trim().to_owned())
         .filter(|item| !item.is_empty())
         .collect())
+}
+
+/// `rate_limit`, parsed when it is read; a wrong one is refused naming the setting.
+fn rate_limit_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "rate_limit = {text:?} is refused: {e} (EYE_RATE_LIMIT or `rate_limit` in eye.toml)"
+        ))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,6 +366,7 @@ impl Settings {
         }
         check.address("api_addr", &self.api_addr);
         check.address("admin_addr", &self.admin_addr);
+        check.address("worker_metrics_addr", &self.worker_metrics_addr);
         if let Some(workers) = self.api_workers {
             check.range("api_workers", workers, 1..=1024);
         }
@@ -343,6 +382,11 @@ impl Settings {
             1..=86_400,
         );
         check.range("admin_page_size", self.admin_page_size, 1..=1000);
+        check.range(
+            "admin_silent_minutes",
+            self.admin_silent_minutes,
+            1..=7 * 24 * 60,
+        );
         check.range(
             "max_events_per_request",
             self.max_events_per_request,
@@ -365,6 +409,21 @@ impl Settings {
             least..=least.max(u32::MAX as usize),
         );
         check.range("token_refresh_ms", self.token_refresh_ms, 100..=3_600_000);
+        // A full request must fit in a burst, or it could never pass the default limit.
+        check.range(
+            "rate_limit_burst",
+            self.rate_limit_burst,
+            (self.max_events_per_request as u64).max(1)..=u64::from(crate::rate_limit::MAX_EVENTS),
+        );
+        if let Err(e @ crate::rate_limit::RateLimitError::RefillTooLong { .. }) =
+            RateLimit::new(self.rate_limit, self.rate_limit_burst)
+        {
+            check.fail(
+                "rate_limit_burst",
+                self.rate_limit_burst.to_string(),
+                e.to_string(),
+            );
+        }
         check.range("worker_prefetch", self.worker_prefetch, 1..=u16::MAX);
         check.range(
             "worker_batch_messages",
@@ -439,6 +498,18 @@ impl Settings {
 
     pub fn admin_search_timeout(&self) -> Duration {
         Duration::from_millis(self.admin_search_timeout_ms)
+    }
+
+    /// The limit of every application without one of its own. Out of range bursts are refused
+    /// by [`Settings::validate`]; here they are clamped.
+    pub fn rate_limit(&self) -> RateLimit {
+        let burst = self
+            .rate_limit_burst
+            .clamp(1, u64::from(crate::rate_limit::MAX_EVENTS));
+        RateLimit::new(self.rate_limit, burst).unwrap_or(RateLimit {
+            rate: self.rate_limit,
+            burst: std::num::NonZeroU32::MIN,
+        })
     }
 
     pub fn token_refresh(&self) -> Duration {
@@ -544,7 +615,8 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_named_with_their_value_and_range() {
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 12] = [
+        let cases: [(&str, Change); 13] = [
+            ("admin_silent_minutes", |s| s.admin_silent_minutes = 0),
             ("token_refresh_ms", |s| s.token_refresh_ms = 0),
             ("queue_max_messages", |s| s.queue_max_messages = 0),
             ("queue_max_bytes", |s| s.queue_max_bytes = 1),
@@ -574,6 +646,62 @@ mod tests {
                 err.contains(&format!("EYE_{}", name.to_uppercase())),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_default_rate_limit_is_read_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let settings = Settings::load(Path::new("missing.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(
+                settings.rate_limit().to_string(),
+                "10000/s, bursts of 20000"
+            );
+            jail.create_file(
+                "eye.toml",
+                "rate_limit = \"600/min\"\nrate_limit_burst = 900",
+            )?;
+            let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.rate_limit().to_string(), "600/min, bursts of 900");
+            jail.set_env("EYE_RATE_LIMIT", "50000/h");
+            jail.set_env("EYE_RATE_LIMIT_BURST", "1000");
+            let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.rate_limit().to_string(), "50000/h, bursts of 1000");
+            settings.validate().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_zero_or_unreadable_rate_limit_is_refused_naming_the_setting() {
+        figment::Jail::expect_with(|jail| {
+            for (value, why) in [("0/s", "at least 1 event"), ("fast", "is not a rate")] {
+                jail.set_env("EYE_RATE_LIMIT", value);
+                let err = Settings::load(Path::new("missing.toml"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(&format!("rate_limit = \"{value}\"")), "{err}");
+                assert!(err.contains(why), "{err}");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_burst_of_zero_or_below_a_full_request_is_refused_naming_the_setting() {
+        for burst in [0, 499] {
+            let settings = Settings {
+                rate_limit_burst: burst,
+                max_events_per_request: 500,
+                ..Settings::default()
+            };
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("rate_limit_burst = {burst} ")),
+                "{err}"
+            );
+            assert!(err.contains("between 500 and"), "{err}");
+            assert!(err.contains("EYE_RATE_LIMIT_BURST"), "{err}");
         }
     }
 

@@ -9,6 +9,11 @@ pub struct Model {
     pub name: String,
     pub disabled: bool,
     pub created_at: DateTimeUtc,
+    /// An override of the default rate limit: this many events per `rate_limit_period_secs`,
+    /// bursts of `rate_limit_burst`. All null when the application uses the default.
+    pub rate_limit_events: Option<i64>,
+    pub rate_limit_period_secs: Option<i64>,
+    pub rate_limit_burst: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

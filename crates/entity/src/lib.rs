@@ -1,5 +1,5 @@
 //! SeaORM entities, one module per table, and the few operations on them that the CLI,
-//! the api and the admin share (`tokens`, `dead`).
+//! the api and the admin share (`tokens`, `rate_limits`, `dead`).
 
 pub mod admin_sessions;
 pub mod admin_users;
@@ -8,6 +8,8 @@ pub mod applications;
 pub mod dead;
 pub mod dead_letters;
 pub mod events;
+pub mod rate_limited;
+pub mod rate_limits;
 pub mod rejected_events;
 pub mod sessions;
 pub mod tokens;

@@ -51,6 +51,7 @@ pub async fn ensure_application(
         name: Set(name.to_owned()),
         disabled: Set(false),
         created_at: Set(Utc::now()),
+        ..Default::default()
     };
     match app.insert(db).await {
         Ok(app) => Ok(app),
@@ -66,6 +67,14 @@ pub async fn find_application(
     applications::Entity::find()
         .filter(applications::Column::Name.eq(name))
         .one(db)
+        .await
+}
+
+/// Every application, by name. The table is small: one row per sending application.
+pub async fn applications(db: &impl ConnectionTrait) -> Result<Vec<applications::Model>, DbErr> {
+    applications::Entity::find()
+        .order_by_asc(applications::Column::Name)
+        .all(db)
         .await
 }
 

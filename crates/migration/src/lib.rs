@@ -9,6 +9,7 @@ mod m20261121_000004_create_admin_users;
 mod m20261121_000005_index_events_received_at;
 mod m20261123_000006_application_keys;
 mod m20261123_000007_create_dead_letters;
+mod m20261123_000008_rate_limits;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000005_index_events_received_at::Migration),
             Box::new(m20261123_000006_application_keys::Migration),
             Box::new(m20261123_000007_create_dead_letters::Migration),
+            Box::new(m20261123_000008_rate_limits::Migration),
         ]
     }
 }

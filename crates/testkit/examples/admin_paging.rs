@@ -126,7 +126,14 @@ async fn main() -> anyhow::Result<()> {
         database_url: Some(SecretString::from(url.to_string())),
         ..Settings::default()
     };
-    let admin = Admin::build(&settings, db.clone(), QueueProbe::None, None).await?;
+    let admin = Admin::build(
+        &settings,
+        db.clone(),
+        QueueProbe::None,
+        None,
+        eye_core::metrics::Registry::disabled(),
+    )
+    .await?;
     let base = format!("http://127.0.0.1:{}", admin.port());
     tokio::spawn(admin.run_until_stopped());
     let _ = eye_admin::create_user(&db, "bench", "bench-password-1").await;

@@ -2,6 +2,7 @@ use std::collections::HashSet;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use eye_cli::metrics::Registries;
 use eye_cli::stack::{self, Queue, Running};
 use eye_core::Settings;
 use eye_core::queue::Topology;
@@ -61,6 +62,10 @@ pub struct TestApp {
     pub database_proxy: Option<Proxy>,
     /// The database the services under test use (through the proxy, if any).
     pub service_db: DatabaseConnection,
+    /// Each service's metrics, as its `/metrics` shows them.
+    pub metrics: Registries,
+    /// `http://127.0.0.1:<port>` of the workers' `/metrics`, when workers were started.
+    pub worker_metrics_address: Option<String>,
     running: Option<Running>,
     cleanup: Cleanup,
 }
@@ -88,6 +93,7 @@ impl TestApp {
             jwt_secret: Some(SecretString::from(SECRET)),
             token_refresh_ms: 200,
             publish_timeout_ms: 2_000,
+            worker_metrics_addr: "127.0.0.1:0".into(),
             worker_batch_wait_ms: 5,
             ..Settings::default()
         };
@@ -170,6 +176,7 @@ impl TestApp {
         .await
         .unwrap()
         .jwt;
+        let settings_for_metrics = settings.clone();
         let mut app = Self {
             address: String::new(),
             admin_address: String::new(),
@@ -182,18 +189,29 @@ impl TestApp {
             broker_proxy,
             database_proxy,
             service_db,
+            metrics: Registries::separate(&settings_for_metrics),
+            worker_metrics_address: None,
             running: None,
             cleanup,
         };
-        let running =
-            stack::start_with_workers(&app.settings, &app.service_db, &app.queue, options.workers)
-                .await
-                .unwrap();
+        let running = stack::start_with_workers(
+            &app.settings,
+            &app.service_db,
+            &app.queue,
+            options.workers,
+            &app.metrics,
+        )
+        .await
+        .unwrap();
+        app.worker_metrics_address = running
+            .worker_metrics_port
+            .map(|port| format!("http://127.0.0.1:{port}"));
         app.address = format!("http://127.0.0.1:{}", running.api_port);
         app.admin_address = format!("http://127.0.0.1:{}", running.admin_port);
         app.running = Some(running);
         app
     }
+
 
     /// A worker the test drives itself, batch by batch.
     pub fn worker(&self) -> Worker {
@@ -203,6 +221,7 @@ impl TestApp {
             &self.settings,
             CancellationToken::new(),
         )
+        .with_metrics(self.metrics.worker.clone())
     }
 
     /// Stops the api, then the workers once everything queued in-process is stored.
@@ -423,7 +442,7 @@ impl Drop for TestApp {
                             ))
                             .await;
                     }
-                    delete_queues(&amqp_url, &prefix).await;
+                    let _ = eye_core::queue::delete(&amqp_url, &Topology::new(&prefix)).await;
                     let settings = Settings {
                         amqp_url: Some(SecretString::from(amqp_url)),
                         queue_prefix: prefix,
@@ -435,30 +454,6 @@ impl Drop for TestApp {
             let _ = cleaned.join();
         }
     }
-}
-
-async fn delete_queues(amqp_url: &str, prefix: &str) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let Ok(connection) =
-        lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await
-    else {
-        return;
-    };
-    let Ok(channel) = connection.create_channel().await else {
-        return;
-    };
-    let topology = Topology::new(prefix);
-    for queue in [&topology.queue, &topology.dead_queue] {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    for exchange in [&topology.exchange, &topology.dead_exchange] {
-        let _ = channel
-            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "OK".into()).await;
 }
 
 fn authority(url: &Url) -> String {

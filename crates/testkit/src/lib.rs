@@ -12,12 +12,14 @@ mod backend;
 pub mod browser;
 mod proxy;
 mod rabbit_node;
+pub mod scrape;
 
 pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
 pub use app::{APPLICATION, Options, TestApp, canonical_events, data_of, event, pageview};
 pub use backend::Backend;
 pub use proxy::Proxy;
 pub use rabbit_node::RabbitNode;
+pub use scrape::Scrape;
 
 /// Declares one test per backend for each `async fn name(backend: Backend)` listed.
 #[macro_export]

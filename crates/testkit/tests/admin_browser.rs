@@ -1,5 +1,5 @@
 //! The admin panel in a real headless Chromium: log in, filter, page, open a session, revoke a
-//! token and see the api refuse it, replay a dead letter. With `EYE_SCREENSHOTS=docs/screenshots` it also saves
+//! token and see the api refuse it, replay a dead letter, read the dashboard of a busy day. With `EYE_SCREENSHOTS=docs/screenshots` it also saves
 //! the pictures the README shows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -211,7 +211,6 @@ async fn an_operator_finds_events_follows_a_session_and_revokes_a_token_in_a_bro
     browser.goto(&format!("{admin}/")).await;
     assert_eq!(browser.text("#total-events").await, seeded.to_string());
     assert!(browser.exists("figure.chart svg").await);
-    browser.screenshot("dashboard").await;
 
     // A message from a newer api version is a dead letter; once repaired it replays into storage.
     let event_id = Uuid::now_v7();
@@ -290,4 +289,130 @@ async fn an_operator_finds_events_follows_a_session_and_revokes_a_token_in_a_bro
     browser.wait_for_url("/login").await;
     browser.goto(&format!("{admin}/events")).await;
     browser.wait_for_url("/login").await;
+}
+
+/// A busy day of several applications: one went quiet hours ago, one is disabled, one hits its
+/// rate limit; some events are refused.
+async fn seed_operations(app: &TestApp) {
+    let now = Utc::now();
+    let kinds = [
+        ("page interaction", "pageview"),
+        ("page interaction", "pageview"),
+        ("page interaction", "cta click"),
+        ("form interaction", "submit"),
+    ];
+    // (name, seconds between events, quiet for the last minutes)
+    for (name, every, quiet) in [
+        ("checkout-web", 20, 0),
+        ("marketing-site", 45, 0),
+        ("ios-app", 60, 0),
+        ("android-app", 90, 0),
+        ("partner-feed", 300, 240),
+    ] {
+        let mut seeds = Vec::new();
+        let mut i = 0i64;
+        loop {
+            i += 1;
+            let at = now - chrono::Duration::seconds(i * every + quiet * 60 + 3);
+            if now - at > chrono::Duration::hours(24) {
+                break;
+            }
+            // Busier in the day than at night.
+            let hour = i64::from(chrono::Timelike::hour(&at));
+            if (i % 10) >= 2 + (hour + 18) % 24 / 3 {
+                continue;
+            }
+            let (category, event) = kinds[i as usize % kinds.len()];
+            let data = json!({"host": format!("{name}.example"), "path": "/", "element": "buy",
+                              "form": {"plan": "team"}});
+            seeds.push(Seed::new(Uuid::new_v4(), category, event, data, at));
+        }
+        app.seed_for(name, &seeds).await;
+    }
+    eye_entity::tokens::ensure_application(&app.db, "legacy-importer")
+        .await
+        .unwrap();
+    eye_entity::tokens::set_application_disabled(&app.db, "legacy-importer", true)
+        .await
+        .unwrap();
+    for (i, (application, field, code)) in [
+        ("checkout-web", "data.element", "required"),
+        ("checkout-web", "data.element", "required"),
+        ("ios-app", "timestamp", "timestamp_in_future"),
+        ("checkout-web", "data.element", "required"),
+        ("android-app", "data", "not_object"),
+        ("ios-app", "timestamp", "timestamp_in_future"),
+        ("marketing-site", "data.path", "invalid_type"),
+        ("checkout-web", "data.element", "required"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = now - chrono::Duration::minutes(i as i64 * 6 + 1);
+        app.seed_rejected_for(
+            application,
+            "page interaction",
+            json!({"host": "x.example"}),
+            &[(field, code)],
+            at,
+        )
+        .await;
+    }
+    let minute = now.duration_trunc(chrono::Duration::minutes(1)).unwrap();
+    for (application, minutes_ago, requests) in [
+        ("checkout-web", 2, 14),
+        ("checkout-web", 3, 31),
+        ("checkout-web", 4, 9),
+        ("marketing-site", 40, 2),
+    ] {
+        eye_entity::rate_limited::Entity::insert(eye_entity::rate_limited::ActiveModel {
+            application_id: sea_orm::Set(app.application_named(application).await),
+            minute: sea_orm::Set(minute - chrono::Duration::minutes(minutes_ago)),
+            requests: sea_orm::Set(requests),
+            events: sea_orm::Set(requests * 25),
+        })
+        .exec(&app.db)
+        .await
+        .unwrap();
+    }
+    // One message from an api version no worker reads.
+    let envelope = json!({"v": 2, "application_id": app.application_named("ios-app").await,
+                          "token_id": Uuid::new_v4(), "received_at": now, "events": []});
+    let publisher = app.queue.publisher(&app.settings).unwrap();
+    publisher
+        .publish(&serde_json::to_vec(&envelope).unwrap())
+        .await
+        .unwrap();
+    app.wait_for_dead_letters(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reads_a_busy_day_on_the_dashboard_in_a_browser() {
+    let Some(browser) = Browser::start("admin_browser").await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Embedded).await;
+    seed_operations(&app).await;
+    eye_admin::create_user(&app.db, ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    browser.goto(&format!("{}/", app.admin_address)).await;
+    browser.wait_for_url("/login").await;
+    browser.fill("#username", ADMIN_USER).await;
+    browser.fill("#password", ADMIN_PASSWORD).await;
+    browser.click("#login").await;
+    browser.find("#health").await;
+
+    assert_eq!(browser.text("#total-dead").await, "1");
+    assert_eq!(browser.text("#rejected-hour").await, "8");
+    assert_eq!(browser.text("#rate-limited-requests").await, "56");
+    assert_eq!(browser.text("#silent-applications").await, "1");
+    assert_eq!(browser.text("#worker-lag").await, "caught up");
+    let partner = app.application_named("partner-feed").await;
+    assert_eq!(
+        browser.text(&format!("#app-{partner} .app-state")).await,
+        "silent"
+    );
+    assert_ne!(browser.text("#ingest-1m").await, "0");
+    browser.screenshot("dashboard").await;
 }

@@ -1,5 +1,5 @@
 //! The admin panel's pages over a seeded database: login, filters, paging, export, timelines,
-//! rejections, tokens and the dashboard.
+//! rejections and tokens (the dashboard has `dashboard.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -25,7 +25,6 @@ on_both_backends!(
     a_session_timeline_lists_its_events_in_time_order,
     rejected_events_filter_by_reason_and_show_payload_and_reasons,
     tokens_issued_in_the_panel_work_until_revoked_there,
-    the_dashboard_shows_totals_rates_rejections_and_the_queue,
 );
 
 fn at(day: u32, hour: u32, minute: u32) -> DateTime<Utc> {
@@ -656,46 +655,4 @@ async fn tokens_issued_in_the_panel_work_until_revoked_there(backend: Backend) {
         StatusCode::UNAUTHORIZED,
         "the ingestion api refuses it too"
     );
-}
-
-fn number(page: &str, id: &str) -> String {
-    let marker = format!("id=\"{id}\">");
-    let start = page.find(&marker).unwrap() + marker.len();
-    page[start..start + page[start..].find('<').unwrap()].to_owned()
-}
-
-async fn the_dashboard_shows_totals_rates_rejections_and_the_queue(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let now = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
-    let mut batch: Vec<_> = (0..5)
-        .map(|i| {
-            eye_testkit::event(
-                "page interaction",
-                "pageview",
-                json!({"host": "h", "path": format!("/{i}")}),
-                &now,
-            )
-        })
-        .collect();
-    batch.push(eye_testkit::pageview("/", "2099-01-01 00:00:00"));
-    assert_eq!(
-        app.post(&serde_json::Value::Array(batch)).await.status(),
-        StatusCode::ACCEPTED
-    );
-    app.wait_for_counts(5, 1).await;
-
-    let mut client = app.admin().await;
-    let (_, page) = client.get("/").await;
-    assert_eq!(number(&page, "total-events"), "5");
-    assert_eq!(number(&page, "total-rejected"), "1");
-    assert_eq!(number(&page, "last-hour"), "5");
-    assert_eq!(number(&page, "queue-depth"), "0");
-    assert_eq!(number(&page, "queue-consumers"), "1");
-    assert!(page.contains("<svg"), "charts are drawn on the server");
-    assert!(page.contains("1 of 6 events received were rejected."));
-    assert!(
-        page.contains("<code>timestamp_in_future</code></a></td><td>1</td><td>16.67%</td>"),
-        "{page}"
-    );
-    assert!(page.contains(">pageview</a></td><td>5</td>"));
 }

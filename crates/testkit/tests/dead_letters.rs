@@ -370,6 +370,7 @@ async fn an_admin_without_a_queue_lists_and_discards_but_does_not_replay(backend
         app.db.clone(),
         eye_admin::QueueProbe::None,
         None,
+        eye_core::metrics::Registry::disabled(),
     )
     .await
     .unwrap();

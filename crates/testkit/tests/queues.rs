@@ -84,9 +84,10 @@ async fn a_changed_delivery_limit_takes_effect_on_the_live_queue_without_an_outa
         delivery_limit: 4,
         ..app.settings.clone()
     };
-    let running = stack::start_with_workers(&settings, &app.service_db, &app.queue, 1)
-        .await
-        .unwrap();
+    let running =
+        stack::start_with_workers(&settings, &app.service_db, &app.queue, 1, &app.metrics)
+            .await
+            .unwrap();
     post_and_store(&app, running.api_port, "/after", 2).await;
     policy_in_force(&app, 4).await;
     running.shutdown().await;
@@ -131,9 +132,10 @@ async fn a_queue_declared_with_arguments_by_an_older_version_is_used_as_it_is(ba
         .unwrap();
     connection.close(200, "OK".into()).await.unwrap();
 
-    let running = stack::start_with_workers(&app.settings, &app.service_db, &app.queue, 1)
-        .await
-        .unwrap();
+    let running =
+        stack::start_with_workers(&app.settings, &app.service_db, &app.queue, 1, &app.metrics)
+            .await
+            .unwrap();
     post_and_store(&app, running.api_port, "/on-the-old-queue", 1).await;
     running.shutdown().await;
 }
@@ -185,7 +187,7 @@ async fn a_message_past_the_delivery_limit_is_kept_in_dead_letters_with_the_reas
     let stop = CancellationToken::new();
     let mover = app
         .queue
-        .dead_letter_mover(&app.settings, &app.service_db, &stop)
+        .dead_letter_mover(&app.settings, &app.service_db, &stop, &app.metrics.worker)
         .unwrap();
     let dead = app.wait_for_dead_letters(1).await;
     stop.cancel();

@@ -4,6 +4,7 @@ use eye_core::queue::Delivery;
 use eye_core::{Event, FieldError};
 use serde_json::Value;
 
+use crate::arrival::Arrival;
 use crate::decode::{self, Context, Part};
 use crate::store::{DeadRow, EventRow, RejectedRow, Row};
 use crate::{BatchOutcome, Worker, WorkerError};
@@ -20,19 +21,38 @@ impl Worker {
         };
         let mut parts = Vec::new();
         let mut rows = Vec::new();
+        let mut arrivals = Vec::new();
         for delivery in &batch {
             decode::message(&delivery.body, &mut parts);
             for part in parts.drain(..) {
-                rows.push(self.row(part, || delivery.headers_json()));
+                rows.extend(self.row(part, &mut arrivals, || delivery.headers_json()));
             }
         }
-        outcome.add(self.store(rows).await?);
+        let events = rows.iter().filter(|r| !matches!(r, Row::Dead(_))).count();
+        let oldest = rows.iter().filter_map(Row::received_at).min();
+        let live = self.live.wants().then(|| crate::live::batch(&rows));
+        outcome.add(&self.store(rows).await?);
         self.consumer.ack(batch).await?;
+        if let Some(live) = live {
+            self.live.publish(live);
+        }
+        self.metrics.batch(outcome.messages, events, oldest);
+        arrivals.iter().for_each(Arrival::log);
         Ok(outcome)
     }
 
-    fn row(&self, part: Part, headers: impl FnOnce() -> String) -> Row {
-        match part {
+    /// The row of one part; an envelope has none but is noted in `arrivals` for the logs.
+    fn row(
+        &self,
+        part: Part,
+        arrivals: &mut Vec<Arrival>,
+        headers: impl FnOnce() -> String,
+    ) -> Option<Row> {
+        let row = match part {
+            Part::Envelope(context, events) => {
+                arrivals.push(Arrival::new(context, events));
+                return None;
+            }
             Part::Event(context, event) => {
                 let reasons = self.registry.check(&event, context.received_at);
                 if reasons.is_empty() {
@@ -48,7 +68,7 @@ impl Worker {
                         received_at: context.received_at,
                     })
                 } else {
-                    Row::Rejected(rejected(context, &event, reasons))
+                    Row::Rejected(rejected(&context, &event, reasons))
                 }
             }
             Part::Unreadable(context, raw, reason) => Row::Rejected(RejectedRow {
@@ -60,20 +80,32 @@ impl Worker {
                 reasons: reasons_json(&[reason]),
                 received_at: context.received_at,
             }),
-            Part::Dead { body, reason } => {
-                tracing::error!(%reason, bytes = body.len(), "message kept in dead_letters");
+            Part::Dead {
+                body,
+                code,
+                reason,
+                request_id,
+            } => {
+                let request_id = request_id.as_ref().map(eye_core::RequestId::as_str);
+                tracing::error!(code, %reason, request_id, bytes = body.len(),
+                    "message kept in dead_letters");
                 Row::Dead(DeadRow {
                     body,
                     reason,
                     headers: headers(),
                 })
             }
+        };
+        // An envelope's events follow it, so a rejected one belongs to the last.
+        if let (Row::Rejected(rejected), Some(arrival)) = (&row, arrivals.last_mut()) {
+            arrival.rejected(rejected);
         }
+        Some(row)
     }
 }
 
 /// The event as it travelled, as JSON text (its `data` exactly as received).
-pub(crate) fn rejected(context: Context, event: &Event, reasons: Vec<FieldError>) -> RejectedRow {
+pub(crate) fn rejected(context: &Context, event: &Event, reasons: Vec<FieldError>) -> RejectedRow {
     RejectedRow {
         application_id: context.application_id,
         id: event.id,

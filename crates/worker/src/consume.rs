@@ -2,6 +2,7 @@
 //! while the queue is away, and on stop drains what only this process holds.
 
 use crate::failure::Backoff;
+use crate::metrics::Retry;
 use crate::{Worker, WorkerError};
 
 /// How a worker ended.
@@ -41,6 +42,7 @@ impl Worker {
                     break;
                 }
                 Err(e) => {
+                    self.metrics.retried(Retry::Queue);
                     tracing::warn!(error = %e, "queue or database unavailable; reconnecting");
                     self.consumer.reset();
                     if !backoff.wait(&self.stop).await {

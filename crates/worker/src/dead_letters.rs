@@ -10,17 +10,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::WorkerError;
 use crate::failure::Backoff;
+use crate::metrics::WorkerMetrics;
 use crate::store::{self, DeadRow};
 
 pub struct DeadLetterMover {
     db: DatabaseConnection,
     consumer: Consumer,
     stop: CancellationToken,
+    metrics: WorkerMetrics,
 }
 
 impl DeadLetterMover {
     pub fn new(db: DatabaseConnection, consumer: Consumer, stop: CancellationToken) -> Self {
-        Self { db, consumer, stop }
+        Self {
+            db,
+            consumer,
+            stop,
+            metrics: WorkerMetrics::default(),
+        }
+    }
+
+    /// Counts the dead letters it moves into `metrics`.
+    pub fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Waits for dead letters and moves them; returns how many.
@@ -51,6 +64,7 @@ impl DeadLetterMover {
         }
         let moved = batch.len();
         self.consumer.ack(batch).await?;
+        self.metrics.dead_letters("broker", moved as u64);
         tracing::warn!(
             moved,
             "dead-lettered messages moved to the dead_letters table"

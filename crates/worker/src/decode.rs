@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use eye_core::event::ENVELOPE_VERSION;
-use eye_core::{Event, FieldError};
+use eye_core::request_id::lenient;
+use eye_core::{Event, FieldError, RequestId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -13,25 +14,38 @@ use uuid::Uuid;
 
 /// What one message turned out to hold.
 pub enum Part {
+    /// The start of a readable envelope holding `events` events, which follow it.
+    Envelope(Context, usize),
     /// An event to validate.
     Event(Context, Event),
     /// An event that cannot even be read; kept as its raw text with the reason.
     Unreadable(Context, String, FieldError),
     /// An envelope (or whole message) that no worker of this build can read.
-    Dead { body: Vec<u8>, reason: String },
+    Dead {
+        body: Vec<u8>,
+        /// Stable: `undecodable_message`, `undecodable_envelope` or `unsupported_version`.
+        code: &'static str,
+        reason: String,
+        /// The request that sent it, when that much of the envelope can be read.
+        request_id: Option<RequestId>,
+    },
 }
 
 /// Where an event came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Context {
     pub application_id: Uuid,
     pub received_at: DateTime<Utc>,
+    pub request_id: Option<RequestId>,
 }
 
-/// Only the version: what an envelope that is not ours is judged by.
+/// Only the version (and the request, for the logs): what an envelope that is not ours is
+/// judged by.
 #[derive(Deserialize)]
 struct Version {
     v: u64,
+    #[serde(default, deserialize_with = "lenient")]
+    request_id: Option<RequestId>,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +53,9 @@ struct Header<'a> {
     v: u64,
     application_id: Uuid,
     received_at: DateTime<Utc>,
+    /// Read leniently: a wrong request id never costs the envelope.
+    #[serde(default, deserialize_with = "lenient")]
+    request_id: Option<RequestId>,
     #[serde(borrow)]
     events: Vec<&'a RawValue>,
 }
@@ -47,11 +64,11 @@ pub fn message(body: &[u8], parts: &mut Vec<Part>) {
     let envelopes: Vec<&RawValue> = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => match serde_json::from_slice(body) {
             Ok(envelopes) => envelopes,
-            Err(e) => return dead(body, format!("undecodable message: {e}"), parts),
+            Err(e) => return undecodable_message(body, &e, parts),
         },
         _ => match serde_json::from_slice(body) {
             Ok(one) => vec![one],
-            Err(e) => return dead(body, format!("undecodable message: {e}"), parts),
+            Err(e) => return undecodable_message(body, &e, parts),
         },
     };
     for envelope in envelopes {
@@ -61,28 +78,39 @@ pub fn message(body: &[u8], parts: &mut Vec<Part>) {
 
 fn envelope(raw: &RawValue, parts: &mut Vec<Part>) {
     let body = raw.get().as_bytes();
-    let unsupported = |v: u64| format!("envelope version {v} is not supported");
+    let unsupported = |v: u64, request_id, parts: &mut Vec<Part>| {
+        let reason = format!("envelope version {v} is not supported");
+        dead(body, "unsupported_version", reason, request_id, parts);
+    };
     // One pass in the usual case; the version alone is read only for an envelope that failed.
     let header = match serde_json::from_str::<Header>(raw.get()) {
         Ok(header) if header.v == u64::from(ENVELOPE_VERSION) => header,
-        Ok(header) => return dead(body, unsupported(header.v), parts),
+        Ok(header) => return unsupported(header.v, header.request_id, parts),
         Err(e) => {
-            let reason = match serde_json::from_str::<Version>(raw.get()) {
-                Ok(Version { v }) if v != u64::from(ENVELOPE_VERSION) => unsupported(v),
-                _ => format!("undecodable envelope: {e}"),
+            let (v, request_id) = match serde_json::from_str::<Version>(raw.get()) {
+                Ok(Version { v, request_id }) => (Some(v), request_id),
+                Err(_) => (None, None),
             };
-            return dead(body, reason, parts);
+            return match v {
+                Some(v) if v != u64::from(ENVELOPE_VERSION) => unsupported(v, request_id, parts),
+                _ => {
+                    let reason = format!("undecodable envelope: {e}");
+                    dead(body, "undecodable_envelope", reason, request_id, parts);
+                }
+            };
         }
     };
     let context = Context {
         application_id: header.application_id,
         received_at: header.received_at,
+        request_id: header.request_id,
     };
+    parts.push(Part::Envelope(context.clone(), header.events.len()));
     for event in header.events {
         parts.push(match serde_json::from_str::<Event>(event.get()) {
-            Ok(event) => Part::Event(context, event),
+            Ok(event) => Part::Event(context.clone(), event),
             Err(e) => Part::Unreadable(
-                context,
+                context.clone(),
                 event.get().to_owned(),
                 FieldError::new("", "undecodable", format!("the event cannot be read: {e}")),
             ),
@@ -90,10 +118,23 @@ fn envelope(raw: &RawValue, parts: &mut Vec<Part>) {
     }
 }
 
-fn dead(body: &[u8], reason: String, parts: &mut Vec<Part>) {
+fn undecodable_message(body: &[u8], error: &serde_json::Error, parts: &mut Vec<Part>) {
+    let reason = format!("undecodable message: {error}");
+    dead(body, "undecodable_message", reason, None, parts);
+}
+
+fn dead(
+    body: &[u8],
+    code: &'static str,
+    reason: String,
+    request_id: Option<RequestId>,
+    parts: &mut Vec<Part>,
+) {
     parts.push(Part::Dead {
         body: body.to_vec(),
+        code,
         reason,
+        request_id,
     });
 }
 
@@ -122,10 +163,11 @@ mod tests {
         message(body.as_bytes(), &mut parts);
         parts
             .iter()
-            .map(|p| match p {
-                Part::Event(..) => "event",
-                Part::Unreadable(..) => "unreadable",
-                Part::Dead { .. } => "dead",
+            .filter_map(|p| match p {
+                Part::Envelope(..) => None,
+                Part::Event(..) => Some("event"),
+                Part::Unreadable(..) => Some("unreadable"),
+                Part::Dead { .. } => Some("dead"),
             })
             .collect()
     }
@@ -156,5 +198,34 @@ mod tests {
             r#""events":[{"id":"x","timestamp":"never"},"#,
         );
         assert_eq!(kinds(&broken), ["unreadable", "event"]);
+    }
+
+    #[test]
+    fn the_request_id_is_read_when_present_and_never_costs_the_envelope() {
+        let request_ids = |body: &str| {
+            let mut parts = Vec::new();
+            message(body.as_bytes(), &mut parts);
+            parts
+                .into_iter()
+                .map(|p| match p {
+                    Part::Envelope(context, _) | Part::Event(context, _) => context.request_id,
+                    Part::Unreadable(context, ..) => context.request_id,
+                    Part::Dead { request_id, .. } => request_id,
+                })
+                .map(|id| id.map(|id| id.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let with =
+            |id: &str| ENVELOPE.replace(r#""events":"#, &format!(r#""request_id":{id},"events":"#));
+        let some = Some("req-7".to_owned());
+        assert_eq!(request_ids(ENVELOPE), [None, None]);
+        assert_eq!(
+            request_ids(&with(r#""req-7""#)),
+            [some.clone(), some.clone()]
+        );
+        assert_eq!(request_ids(&with("42")), [None, None]);
+        assert_eq!(request_ids(&with(r#""not sane""#)), [None, None]);
+        let v2 = with(r#""req-7""#).replace(r#""v":1"#, r#""v":2"#);
+        assert_eq!(request_ids(&v2), [some]);
     }
 }

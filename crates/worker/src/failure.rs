@@ -13,6 +13,7 @@ use eye_core::FieldError;
 use sea_orm::DbErr;
 
 use crate::batch::truncate;
+use crate::metrics::Retry;
 use crate::store::{self, DeadRow, RejectedRow, Row, Written};
 use crate::{Worker, WorkerError, sql};
 
@@ -29,10 +30,14 @@ impl Worker {
                 return Ok(Written::default());
             }
             let error = match self.write_with_retry(&rows).await? {
-                Ok(written) => return Ok(written),
+                Ok((written, took)) => {
+                    self.metrics.written(&self.db, &rows, &written, took).await;
+                    return Ok(written);
+                }
                 Err(error) => error,
             };
             if rows.len() > 1 {
+                self.metrics.retried(Retry::Split);
                 tracing::warn!(error = %error, rows = rows.len(),
                     "a row cannot be stored; writing the rows in halves to find it");
                 let second = rows.split_off(rows.len() / 2);
@@ -56,13 +61,19 @@ impl Worker {
 
     /// Retries while the database is unreachable or busy; the messages stay unacknowledged
     /// (and so in the queue) meanwhile. Returns the permanent error, if any.
-    async fn write_with_retry(&self, rows: &[Row]) -> Result<Result<Written, DbErr>, WorkerError> {
+    /// On success, also says how long the write that succeeded took.
+    async fn write_with_retry(
+        &self,
+        rows: &[Row],
+    ) -> Result<Result<(Written, Duration), DbErr>, WorkerError> {
         let mut backoff = Backoff::default();
         let mut drain_until = None;
         loop {
+            let started = tokio::time::Instant::now();
             match store::write(&self.db, rows).await {
-                Ok(written) => return Ok(Ok(written)),
+                Ok(written) => return Ok(Ok((written, started.elapsed()))),
                 Err(e) if sql::is_retryable(&e) => {
+                    self.metrics.retried(Retry::Database);
                     tracing::warn!(error = %e, retry_in = ?backoff.next, "database unavailable; will retry the batch");
                     if backoff.wait(&self.stop).await {
                         continue;

@@ -4,15 +4,20 @@
 //!
 //! - [`consume`]: the loop around [`Worker::process_next_batch`], and draining on stop.
 //! - [`batch`]: one batch, from message bytes to rows.
+//! - [`arrival`]: what is logged of each stored envelope, by its request id.
 //! - [`failure`]: what a failed write does: retry while the database is away, split on a
 //!   permanent error until only the event at fault is left.
+//! - [`live`]: what a stored batch shows to whoever watches live.
 //! - [`dead_letters`]: moving RabbitMQ's dead-letter queue into the `dead_letters` table.
 
+mod arrival;
 mod batch;
 pub mod consume;
 pub mod dead_letters;
 mod decode;
 mod failure;
+mod live;
+pub mod metrics;
 pub mod sql;
 pub mod store;
 pub mod validation;
@@ -20,10 +25,11 @@ pub mod validation;
 use std::time::Duration;
 
 use eye_core::Settings;
-use eye_core::queue::{BatchLimit, ConsumeError, Consumer};
+use eye_core::queue::{BatchLimit, ConsumeError, Consumer, LivePublisher};
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::WorkerMetrics;
 use crate::store::Written;
 use crate::validation::Registry;
 
@@ -39,7 +45,7 @@ pub struct BatchOutcome {
 }
 
 impl BatchOutcome {
-    fn add(&mut self, written: Written) {
+    fn add(&mut self, written: &Written) {
         self.stored += written.stored;
         self.duplicates += written.duplicates;
         self.rejected += written.rejected;
@@ -66,6 +72,9 @@ pub struct Worker {
     /// How long a stopping worker keeps retrying writes for the in-process queue.
     drain_timeout: Duration,
     stop: CancellationToken,
+    metrics: WorkerMetrics,
+    /// Where stored batches are announced, after their commit, best effort.
+    live: LivePublisher,
 }
 
 impl Worker {
@@ -77,13 +86,21 @@ impl Worker {
     ) -> Self {
         Self {
             db,
+            live: consumer.live_publisher(),
             consumer,
             registry: Registry::builtin(settings),
             batch_limit: settings.worker_batch_limit(),
             batch_wait: settings.worker_batch_wait(),
             drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
             stop,
+            metrics: WorkerMetrics::default(),
         }
+    }
+
+    /// Counts what this worker does into `metrics` (shared by the workers of a process).
+    pub fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Waits for the next batch and handles it completely.

@@ -58,12 +58,25 @@ pub enum Row {
     Dead(DeadRow),
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+impl Row {
+    /// When the api received the event; none for a dead letter.
+    pub fn received_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Row::Event(e) => Some(e.received_at),
+            Row::Rejected(r) => Some(r.received_at),
+            Row::Dead(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Written {
     pub stored: u64,
     pub duplicates: u64,
     pub rejected: u64,
     pub dead: u64,
+    /// `stored`, by application.
+    pub stored_by_application: Vec<(Uuid, u64)>,
 }
 
 impl std::ops::AddAssign for Written {
@@ -72,6 +85,17 @@ impl std::ops::AddAssign for Written {
         self.duplicates += other.duplicates;
         self.rejected += other.rejected;
         self.dead += other.dead;
+        for (application, stored) in other.stored_by_application {
+            add_stored(&mut self.stored_by_application, application, stored);
+        }
+    }
+}
+
+/// A batch holds the events of few applications: a list beats a map.
+fn add_stored(by_application: &mut Vec<(Uuid, u64)>, application: Uuid, stored: u64) {
+    match by_application.iter_mut().find(|(id, _)| *id == application) {
+        Some((_, n)) => *n += stored,
+        None => by_application.push((application, stored)),
     }
 }
 
@@ -92,6 +116,10 @@ pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbE
         inserted.extend(insert_events(&txn, chunk).await?);
     }
     let stored = inserted.len() as u64;
+    let mut stored_by_application = Vec::new();
+    for (application, _) in &inserted {
+        add_stored(&mut stored_by_application, *application, 1);
+    }
     upsert_sessions(&txn, &events, inserted).await?;
     let mut written_rejected = 0;
     for chunk in rejected.chunks(CHUNK) {
@@ -106,6 +134,7 @@ pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbE
         duplicates: events.len() as u64 - stored,
         rejected: written_rejected,
         dead: dead.len() as u64,
+        stored_by_application,
     })
 }
 

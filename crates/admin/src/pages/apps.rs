@@ -6,8 +6,10 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
+use eye_core::rate_limit::{Rate, RateLimit};
 use eye_core::token::Scope;
-use eye_entity::tokens;
+use eye_entity::rate_limits;
+use eye_entity::tokens::{self, TokenOpError};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -15,13 +17,14 @@ use super::CsrfForm;
 use crate::State;
 use crate::auth::{self, Viewer};
 use crate::error::PageError;
-use crate::queries;
 use crate::views::{Time, html};
 
 pub struct AppRow {
     pub name: String,
     pub disabled: bool,
     pub created: Time,
+    /// The application's own limit; `None` when it uses the default.
+    pub limit: Option<RateLimit>,
 }
 
 pub struct TokenRow {
@@ -42,6 +45,9 @@ struct AppsPage {
     apps: Vec<AppRow>,
     tokens: Vec<TokenRow>,
     notice: Option<String>,
+    /// A form on this page that was refused, and why.
+    error: Option<String>,
+    default_limit: RateLimit,
 }
 
 #[derive(Template)]
@@ -68,11 +74,28 @@ pub async fn list(
     notice: web::Query<Notice>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
+    let notice = Uuid::parse_str(&notice.revoked).ok().map(|id| {
+        format!(
+            "Token {id} is revoked; every api refuses it within {} ms.",
+            state.token_refresh_ms
+        )
+    });
+    page(&state, viewer, notice, None).await
+}
+
+/// The page, with a notice or the error of a refused form.
+async fn page(
+    state: &State,
+    viewer: Viewer,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<HttpResponse, PageError> {
     let now = Utc::now();
-    let apps = queries::applications(&state.db)
+    let apps = eye_entity::tokens::applications(&state.db)
         .await?
         .into_iter()
         .map(|a| AppRow {
+            limit: rate_limits::override_of(&a),
             name: a.name,
             disabled: a.disabled,
             created: a.created_at.into(),
@@ -92,19 +115,21 @@ pub async fn list(
             state,
         })
         .collect();
-    let notice = Uuid::parse_str(&notice.revoked).ok().map(|id| {
-        format!(
-            "Token {id} is revoked; every api refuses it within {} ms.",
-            state.token_refresh_ms
-        )
-    });
-    html(&AppsPage {
+    let page = AppsPage {
         csrf: viewer.csrf.clone(),
         viewer: Some(viewer),
         apps,
         tokens,
         notice,
-    })
+        error,
+        default_limit: state.rate_limit,
+    };
+    let refused = page.error.is_some();
+    let mut response = html(&page)?;
+    if refused {
+        *response.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(response)
 }
 
 fn back() -> HttpResponse {
@@ -147,6 +172,64 @@ pub async fn set_state(
     let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
     tokens::set_application_disabled(&state.db, &form.name, form.disabled).await?;
     tracing::info!(user = %viewer.username, application = %form.name, disabled = form.disabled, "application state changed");
+    Ok(back())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LimitForm {
+    csrf: String,
+    name: String,
+    #[serde(default)]
+    rate: String,
+    #[serde(default)]
+    burst: String,
+    /// Present when the application goes back to the default limit.
+    #[serde(default)]
+    default: Option<String>,
+}
+
+impl LimitForm {
+    /// The limit asked for (`None`: the default), or what is wrong with the form.
+    fn limit(&self) -> Result<Option<RateLimit>, String> {
+        if self.default.is_some() {
+            return Ok(None);
+        }
+        let rate: Rate = self.rate.parse().map_err(|e| format!("Rate: {e}"))?;
+        let burst: u64 = self
+            .burst
+            .trim()
+            .parse()
+            .map_err(|_| format!("Burst: `{}` is not a number of events", self.burst.trim()))?;
+        let limit = RateLimit::new(rate, burst).map_err(|e| format!("Burst: {e}"))?;
+        Ok(Some(limit))
+    }
+}
+
+/// Sets or clears an application's own rate limit, as `eye app limit` does.
+#[tracing::instrument(skip_all)]
+pub async fn set_limit(
+    request: HttpRequest,
+    state: web::Data<State>,
+    form: web::Form<LimitForm>,
+) -> Result<HttpResponse, PageError> {
+    let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
+    let limit = match form.limit() {
+        Ok(limit) => limit,
+        Err(error) => {
+            let error = format!("The limit of `{}` is unchanged. {error}", form.name);
+            return page(&state, viewer, None, Some(error)).await;
+        }
+    };
+    match rate_limits::set(&state.db, &form.name, limit).await {
+        Ok(_) => {}
+        Err(TokenOpError::NoSuchApplication(name)) => {
+            let error = format!("No application is named `{name}`.");
+            return page(&state, viewer, None, Some(error)).await;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let described = limit.map_or_else(|| "default".to_owned(), |l| l.to_string());
+    tracing::info!(user = %viewer.username, application = %form.name, limit = %described, "application rate limit changed");
     Ok(back())
 }
 

@@ -97,7 +97,7 @@ pub async fn list(
     };
     let page = EventsPage {
         viewer: Some(viewer),
-        applications: queries::applications(&state.db).await?,
+        applications: eye_entity::tokens::applications(&state.db).await?,
         rows: found
             .rows
             .iter()

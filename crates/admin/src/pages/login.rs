@@ -9,6 +9,7 @@ use super::CsrfForm;
 use crate::State;
 use crate::auth::{self, LOGIN_CSRF_COOKIE, SESSION_COOKIE, checks, sessions, users};
 use crate::error::PageError;
+use crate::metrics::LoginFailure;
 use crate::views::html;
 
 #[derive(Template)]
@@ -130,6 +131,7 @@ pub async fn submit(
         Ok(attempt) => attempt,
         Err(wait) => {
             tracing::warn!("login throttled");
+            state.metrics.login_failed(LoginFailure::Throttled);
             let minutes = wait.as_secs().div_ceil(60).max(1);
             return again(
                 format!("Too many failed logins. Try again in {minutes} minute(s)."),
@@ -168,6 +170,7 @@ pub async fn submit(
     };
     let Some(user) = user.filter(|_| valid) else {
         tracing::info!("login failed");
+        state.metrics.login_failed(LoginFailure::Credentials);
         return again(
             "Wrong username or password.".into(),
             StatusCode::UNAUTHORIZED,

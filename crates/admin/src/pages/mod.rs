@@ -4,6 +4,7 @@ mod apps;
 pub(crate) mod dashboard;
 mod dead;
 mod events;
+mod live;
 mod login;
 mod rejected;
 
@@ -23,6 +24,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::get().to(events::session),
         )
         .route("/rejected", web::get().to(rejected::list))
+        .route("/live", web::get().to(live::show))
+        .route("/live/stream", web::get().to(live::stream))
         .route("/dead-letters", web::get().to(dead::list))
         .route("/dead-letters/replay", web::post().to(dead::replay_all))
         .route("/dead-letters/{id}", web::get().to(dead::detail))
@@ -34,10 +37,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/applications", web::get().to(apps::list))
         .route("/applications", web::post().to(apps::create))
         .route("/applications/state", web::post().to(apps::set_state))
+        .route("/applications/limit", web::post().to(apps::set_limit))
         .route("/tokens", web::post().to(apps::issue))
         .route("/tokens/{id}/revoke", web::post().to(apps::revoke))
         .route("/static/app.css", web::get().to(css))
         .route("/static/app.js", web::get().to(js))
+        .route("/static/live.js", web::get().to(live_js))
         .route("/healthz", web::get().to(healthz));
 }
 
@@ -53,6 +58,13 @@ async fn js() -> HttpResponse {
         .content_type("text/javascript; charset=utf-8")
         .insert_header(("Cache-Control", "max-age=3600"))
         .body(include_str!("../../static/app.js"))
+}
+
+async fn live_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(("Cache-Control", "max-age=3600"))
+        .body(include_str!("../../static/live.js"))
 }
 
 async fn healthz() -> HttpResponse {

@@ -78,7 +78,7 @@ pub async fn list(
     };
     html(&RejectedPage {
         viewer: Some(viewer),
-        applications: queries::applications(&state.db).await?,
+        applications: eye_entity::tokens::applications(&state.db).await?,
         rows,
         next_href: found.next.map(|c| link(c.encode(), String::new())),
         prev_href: found.prev.map(|c| link(String::new(), c.encode())),

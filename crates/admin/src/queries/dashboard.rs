@@ -7,6 +7,10 @@
 use std::fmt;
 use std::time::Duration;
 
+mod health;
+
+pub use health::{APPLICATIONS_SHOWN, Activity, Limited};
+
 use chrono::{DateTime, DurationRound, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement,
@@ -315,13 +319,18 @@ impl Reader<'_> {
             .collect()
     }
 
-    /// Events received since `since`, stored and rejected.
+    /// Events received since `since`, stored and rejected. Rejected events are counted by
+    /// `rejected_at`, which is indexed (`received_at` is not there); the two differ by the
+    /// workers' lag.
     pub async fn received_since(&self, since: DateTime<Utc>) -> Result<(u64, u64), DbErr> {
         let mut counts = [0u64; 2];
-        for (count, table) in counts.iter_mut().zip(["events", "rejected_events"]) {
+        for (count, (table, column)) in counts.iter_mut().zip([
+            ("events", "received_at"),
+            ("rejected_events", "rejected_at"),
+        ]) {
             let sql = placeholders(
                 self.backend(),
-                &format!("SELECT COUNT(*) FROM {table} WHERE received_at >= ?"),
+                &format!("SELECT COUNT(*) FROM {table} WHERE {column} >= ?"),
             );
             let n = self.number(&sql, vec![Value::from(since)]).await?;
             *count = n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);

@@ -7,21 +7,12 @@ pub mod rejected;
 
 use std::collections::HashMap;
 
-use eye_entity::applications;
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryOrder};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 use uuid::Uuid;
-
-/// Every application, by name. The table is small: one row per sending application.
-pub async fn applications(db: &impl ConnectionTrait) -> Result<Vec<applications::Model>, DbErr> {
-    applications::Entity::find()
-        .order_by_asc(applications::Column::Name)
-        .all(db)
-        .await
-}
 
 /// Application names by id, for showing rows.
 pub async fn application_names(db: &impl ConnectionTrait) -> Result<HashMap<Uuid, String>, DbErr> {
-    Ok(applications(db)
+    Ok(eye_entity::tokens::applications(db)
         .await?
         .into_iter()
         .map(|a| (a.id, a.name))

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 use super::keyset::{self, Page, PageRequest};
 use crate::filter::{Cursor, FilterError, parse_time};
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(default)]
+#[into_params(parameter_in = Query)]
 pub struct RejectedQuery {
+    /// An application's name.
     pub application: String,
     /// A reason code, e.g. `timestamp_in_future`.
     pub reason: String,
@@ -19,9 +21,12 @@ pub struct RejectedQuery {
     pub from: String,
     /// Rejected before this time.
     pub to: String,
+    /// `next_cursor` of the previous page, for the next one (also accepted as `cursor`).
     #[serde(alias = "cursor")]
     pub after: String,
+    /// `prev_cursor` of a page, for the page before it.
     pub before: String,
+    /// Rows per page, from 1 to `admin_page_size`.
     pub limit: String,
 }
 

@@ -9,7 +9,8 @@ use futures_util::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
@@ -69,6 +70,29 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(),
             .await?;
     }
     let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Deletes the queues and exchanges of `topology`, whatever they hold: for tearing down a
+/// prefix (tests, a tenant that leaves). What is already gone is skipped.
+pub async fn delete(url: &str, topology: &Topology) -> Result<(), lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    for queue in [&topology.queue, &topology.dead_queue] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [
+        &topology.exchange,
+        &topology.dead_exchange,
+        &topology.live_exchange,
+    ] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "deleted".into()).await;
     Ok(())
 }
 
@@ -362,6 +386,10 @@ impl AmqpConsumer {
 
     pub(super) fn reset(&mut self) {
         self.live = None;
+    }
+
+    pub(super) fn live_publisher(&self) -> super::LivePublisher {
+        super::LivePublisher::amqp(&self.url, &self.topology)
     }
 
     async fn connect(&self) -> Result<Live, lapin::Error> {

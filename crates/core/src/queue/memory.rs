@@ -23,6 +23,8 @@ struct Inner {
     capacity: Semaphore,
     publish_timeout: Duration,
     closed: AtomicBool,
+    /// Stored batches for whoever watches live; sending never waits, a lagging watcher loses.
+    live: tokio::sync::broadcast::Sender<Arc<super::LiveBatch>>,
 }
 
 impl MemoryQueue {
@@ -34,6 +36,7 @@ impl MemoryQueue {
                 capacity: Semaphore::new(capacity),
                 publish_timeout,
                 closed: AtomicBool::new(false),
+                live: tokio::sync::broadcast::Sender::new(super::live::MEMORY_CAPACITY),
             }),
         }
     }
@@ -69,6 +72,15 @@ impl MemoryQueue {
 
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn live_sender(&self) -> tokio::sync::broadcast::Sender<Arc<super::LiveBatch>> {
+        self.inner.live.clone()
+    }
+
+    /// Where the admin watches stored events live.
+    pub fn live_source(&self) -> super::LiveSource {
+        super::LiveSource::Memory(self.inner.live.clone())
     }
 
     /// Messages waiting to be taken.

@@ -3,9 +3,11 @@
 //! (production) and a bounded in-process queue (`eye dev` and quick tests).
 
 mod amqp;
+pub mod live;
 mod memory;
 
-pub use amqp::{AmqpConsumer, AmqpPublisher};
+pub use amqp::{AmqpConsumer, AmqpPublisher, delete};
+pub use live::{LiveBatch, LiveError, LiveEvent, LiveFeed, LiveItem, LivePublisher, LiveSource};
 pub use memory::MemoryQueue;
 
 use std::time::Duration;
@@ -23,6 +25,9 @@ pub struct Topology {
     pub dead_exchange: String,
     pub dead_queue: String,
     pub routing_key: String,
+    /// Fanout exchange of stored events for whoever watches them live; nothing is bound to it
+    /// unless someone watches, and then only exclusive, bounded queues.
+    pub live_exchange: String,
 }
 
 impl Topology {
@@ -33,6 +38,7 @@ impl Topology {
             dead_exchange: format!("{prefix}.events.dlx"),
             dead_queue: format!("{prefix}.events.dead"),
             routing_key: "ingest".into(),
+            live_exchange: format!("{prefix}.events.live"),
         }
     }
 }
@@ -62,6 +68,17 @@ pub enum PublishError {
 const BLOCKED: &str = "the broker refuses publishers for now: a memory or disk alarm is in effect";
 
 impl PublishError {
+    /// Every code [`PublishError::code`] gives.
+    pub const CODES: [&'static str; 7] = [
+        "broker_unavailable",
+        "broker_timeout",
+        "broker_rejected",
+        "broker_unroutable",
+        "queue_full",
+        "broker_blocked",
+        "broker_unconfirmed",
+    ];
+
     /// Stable code for problem responses.
     pub fn code(&self) -> &'static str {
         match self {
@@ -260,6 +277,14 @@ impl Consumer {
                 memory.release(batch.len());
                 Ok(())
             }
+        }
+    }
+
+    /// Where the worker consuming this queue announces what it stored.
+    pub fn live_publisher(&self) -> LivePublisher {
+        match self {
+            Consumer::Amqp(amqp) => amqp.live_publisher(),
+            Consumer::Memory(memory) => LivePublisher::Memory(memory.live_sender()),
         }
     }
 
