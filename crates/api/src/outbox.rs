@@ -137,6 +137,8 @@ async fn run(
     config: OutboxConfig,
     metrics: OutboxMetrics,
 ) {
+    // Requests arriving meanwhile wait in `rx`; they would have waited for the channels.
+    publisher.warm().await;
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
     // A message needs some time to be sent and confirmed; with less, refuse it unsent.
     let least = config.timeout / 10;

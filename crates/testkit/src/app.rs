@@ -209,9 +209,29 @@ impl TestApp {
         app.address = format!("http://127.0.0.1:{}", running.api_port);
         app.admin_address = format!("http://127.0.0.1:{}", running.admin_port);
         app.running = Some(running);
+        if matches!(app.cleanup, Cleanup::Services { .. }) {
+            app.wait_until_ready().await;
+        }
         app
     }
 
+    /// Waits until the api can publish, so a test's first request does not race the broker
+    /// connections opening under the load of other tests.
+    async fn wait_until_ready(&self) {
+        let url = format!("{}/readyz", self.address);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = self.client.get(&url).send().await;
+            if response.as_ref().is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                Instant::now() < until,
+                "the api was not ready within 30 s: {response:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     /// A worker the test drives itself, batch by batch.
     pub fn worker(&self) -> Worker {
@@ -467,12 +487,17 @@ fn authority(url: &Url) -> String {
 fn init_logging() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        if std::env::var("EYE_TEST_LOG").is_ok() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info,eye=debug"))
-                .with_test_writer()
-                .try_init();
-        }
+        // Warnings always, so a failing test's output says why a service refused; the test
+        // writer shows them only for tests that fail.
+        let filter = match std::env::var("EYE_TEST_LOG") {
+            Ok(_) => "info,eye=debug",
+            Err(_) => "warn",
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_ansi(false)
+            .with_test_writer()
+            .try_init();
     });
 }
 

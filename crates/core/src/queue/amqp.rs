@@ -307,6 +307,21 @@ impl AmqpPublisher {
         }
     }
 
+    /// Opens every channel now, so the first requests do not wait for a connection and the
+    /// topology's declaration. Bounded by the publish timeout; what fails is opened again by
+    /// the request that needs it.
+    pub(super) async fn warm(&self) {
+        let open = futures_util::future::join_all((0..self.slots.len()).map(|_| self.channel()));
+        match tokio::time::timeout(self.timeout, open).await {
+            Ok(opened) => {
+                if let Some(Err(e)) = opened.into_iter().find(Result::is_err) {
+                    tracing::debug!(error = %e, "a publish channel could not be opened yet");
+                }
+            }
+            Err(_) => tracing::debug!("the publish channels were not all open in time"),
+        }
+    }
+
     async fn channel(&self) -> Result<Slot, PublishError> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[index].lock().await;

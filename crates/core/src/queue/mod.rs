@@ -144,6 +144,13 @@ impl Publisher {
         }
     }
 
+    /// Opens the broker connections now rather than on the first publish; never fails.
+    pub async fn warm(&self) {
+        if let Publisher::Amqp(amqp) = self {
+            amqp.warm().await;
+        }
+    }
+
     /// Whether the broker is known to refuse publishers right now; answers at once.
     pub fn is_blocked(&self) -> bool {
         match self {
