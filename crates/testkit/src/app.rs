@@ -1,5 +1,4 @@
 use std::collections::HashSet;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use eye_cli::metrics::Registries;
@@ -86,7 +85,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
-        init_logging();
+        crate::logs::init();
         let mut settings = Settings {
             api_addr: "127.0.0.1:0".into(),
             admin_addr: "127.0.0.1:0".into(),
@@ -482,23 +481,6 @@ fn authority(url: &Url) -> String {
         url.host_str().unwrap_or("127.0.0.1"),
         url.port_or_known_default().unwrap_or(5432)
     )
-}
-
-fn init_logging() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        // Warnings always, so a failing test's output says why a service refused; the test
-        // writer shows them only for tests that fail.
-        let filter = match std::env::var("EYE_TEST_LOG") {
-            Ok(_) => "info,eye=debug",
-            Err(_) => "warn",
-        };
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_test_writer()
-            .try_init();
-    });
 }
 
 /// A stored event's `data` as a JSON value (it is kept as text).

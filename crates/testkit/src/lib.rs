@@ -10,6 +10,7 @@ mod admin;
 mod app;
 mod backend;
 pub mod browser;
+pub mod logs;
 mod proxy;
 mod rabbit_node;
 pub mod scrape;
