@@ -6,7 +6,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, filter_fn};
+use tracing::subscriber::Interest;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, dynamic_filter_fn};
 use tracing_subscriber::prelude::*;
 
 static CAPTURING: AtomicBool = AtomicBool::new(false);
@@ -28,7 +29,11 @@ pub(crate) fn init() {
             .with_ansi(false)
             .with_writer(|| Captured)
             .with_filter(LevelFilter::DEBUG)
-            .with_filter(filter_fn(|_| CAPTURING.load(Ordering::Relaxed)));
+            // Asked at every event, never cached per call site: capturing starts mid-run.
+            .with_filter(
+                dynamic_filter_fn(|_, _| CAPTURING.load(Ordering::Relaxed))
+                    .with_callsite_filter(|_| Interest::sometimes()),
+            );
         let _ = tracing_subscriber::registry()
             .with(shown)
             .with(captured)
