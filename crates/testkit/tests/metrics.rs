@@ -122,7 +122,7 @@ async fn each_service_counts_what_it_did_with_bounded_labels(backend: Backend) {
     assert!(
         routes
             .iter()
-            .all(|r| ["/v1/events", "/metrics", "unmatched"].contains(&r.as_str())),
+            .all(|r| ["/v1/events", "/readyz", "/metrics", "unmatched"].contains(&r.as_str())),
         "a route label never holds the path a client chose: {routes:?}"
     );
     assert_eq!(
