@@ -5,9 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use eye_cli::stack::Queue;
+use eye_core::queue::Topology;
 use eye_core::token::Scope;
 use eye_testkit::browser::Browser;
-use eye_testkit::{ADMIN_PASSWORD, ADMIN_USER, Backend, TestApp, event, on_both_backends};
+use eye_testkit::{
+    ADMIN_PASSWORD, ADMIN_USER, Backend, TestApp, event, on_both_backends, on_services,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +24,8 @@ on_both_backends!(
     a_client_that_never_reads_is_dropped_with_a_notice_and_storage_does_not_wait_for_it,
     stopping_ends_open_streams_with_a_notice_instead_of_waiting_for_them,
 );
+
+on_services!(with_nobody_watching_a_worker_sends_nothing_live_and_the_first_watcher_misses_nothing);
 
 /// How soon a stored event must show on a stream.
 const WITHIN: Duration = Duration::from_secs(1);
@@ -466,4 +472,102 @@ async fn past_the_stream_limit_a_new_stream_is_refused_with_503_until_one_closes
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A queue of the test's own bound to the live exchange: it receives what workers send live,
+/// whether or not a watcher is registered.
+async fn bound_to_the_live_exchange(app: &TestApp) -> (lapin::Connection, lapin::Channel, String) {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let Queue::Amqp(url) = &app.queue else {
+        unreachable!("services only")
+    };
+    let topology = Topology::new(&app.settings.queue_prefix);
+    let connection = lapin::Connection::connect(url, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            topology.live_exchange.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare("".into(), exclusive, FieldTable::default())
+        .await
+        .unwrap()
+        .name()
+        .to_string();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            topology.live_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (connection, channel, queue)
+}
+
+async fn messages_in(channel: &lapin::Channel, queue: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, Default::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+async fn with_nobody_watching_a_worker_sends_nothing_live_and_the_first_watcher_misses_nothing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (_connection, channel, spy) = bound_to_the_live_exchange(&app).await;
+    let session = Uuid::new_v4();
+    let view = |path: &str| {
+        json!({"session_id": session, "category": "page interaction", "name": "pageview",
+            "data": {"host": "h", "path": path}, "timestamp": now()})
+    };
+    for path in ["/a", "/b", "/c"] {
+        assert_eq!(app.post(&view(path)).await.status(), StatusCode::ACCEPTED);
+    }
+    app.wait_for_counts(3, 0).await;
+    // Past the time a worker trusts an answer, so a late copy would have shown by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        messages_in(&channel, &spy).await,
+        0,
+        "nothing is sent live while nobody watches"
+    );
+
+    // The first watcher gets the very next event, though the worker had just learned, while
+    // storing `/e`, that nobody watched.
+    let token = read_token(&app, eye_testkit::APPLICATION).await;
+    assert_eq!(app.post(&view("/e")).await.status(), StatusCode::ACCEPTED);
+    app.wait_for_counts(4, 0).await;
+    let mut stream = Stream::open(&app, &token, "").await;
+    assert_eq!(app.post(&view("/d")).await.status(), StatusCode::ACCEPTED);
+    let (_, shown) = stream
+        .event(WITHIN)
+        .await
+        .expect("no event within a second");
+    assert_eq!(shown["data"], r#"{"host":"h","path":"/d"}"#);
+    assert_eq!(messages_in(&channel, &spy).await, 1, "one batch, sent once");
 }

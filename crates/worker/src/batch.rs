@@ -30,7 +30,11 @@ impl Worker {
         }
         let events = rows.iter().filter(|r| !matches!(r, Row::Dead(_))).count();
         let oldest = rows.iter().filter_map(Row::received_at).min();
-        let live = self.live.wants().then(|| crate::live::batch(&rows));
+        let live = if self.live.wants().await {
+            Some(crate::live::batch(&rows))
+        } else {
+            None
+        };
         outcome.add(&self.store(rows).await?);
         self.consumer.ack(batch).await?;
         if let Some(live) = live {

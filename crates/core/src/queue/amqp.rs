@@ -78,7 +78,11 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(),
 pub async fn delete(url: &str, topology: &Topology) -> Result<(), lapin::Error> {
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    for queue in [&topology.queue, &topology.dead_queue] {
+    for queue in [
+        &topology.queue,
+        &topology.dead_queue,
+        &topology.live_watchers,
+    ] {
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;

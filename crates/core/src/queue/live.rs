@@ -3,9 +3,15 @@
 //!
 //! Nothing here may slow storage. Publishing never waits: a full hand-off channel or a broker
 //! that is away loses the live copy, never the events. On RabbitMQ the batches go to a fanout
-//! exchange without confirms, non-persistent, not `mandatory`: with no queue bound (nobody
-//! watching) the broker drops them. Each watcher gets an exclusive, auto-deleted queue with a
-//! length limit that drops its oldest messages, so a watcher cannot grow the broker either.
+//! exchange without confirms, non-persistent, not `mandatory`. Each watcher gets an exclusive,
+//! auto-deleted queue with a length limit that drops its oldest messages, so a watcher cannot
+//! grow the broker either.
+//!
+//! With nobody watching nothing is built or sent. Each watcher also consumes an always-empty
+//! presence queue; a worker asks for its consumer count at most every [`PRESENCE_FRESH`], and
+//! a watcher starts only [`PRESENCE_SETTLE`] after it registered, by when every worker's
+//! answer was asked after the registration: an event posted once a watcher started is never
+//! missed for want of a fresh answer.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -39,6 +45,12 @@ const WATCHER_QUEUE_LENGTH: i64 = 1000;
 /// After a failed connection, the live publisher drops batches this long before retrying.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker trusts its last answer to "is anyone watching?".
+const PRESENCE_FRESH: Duration = Duration::from_millis(250);
+/// How long a new watcher waits after registering: longer than [`PRESENCE_FRESH`].
+const PRESENCE_SETTLE: Duration = Duration::from_millis(400);
+/// How long a worker waits for the answer before building the copy anyway.
+const PRESENCE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// One stored event, or one rejected event (with its reason codes), as watchers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,15 +114,17 @@ impl LivePublisher {
         LivePublisher::Amqp(Arc::new(AmqpLive {
             url: url.to_owned(),
             exchange: topology.live_exchange.clone(),
+            watchers: topology.live_watchers.clone(),
             handoff: OnceLock::new(),
+            presence: tokio::sync::Mutex::new(Presence::default()),
         }))
     }
 
-    /// Whether a batch is worth building: false when nobody can be watching. The broker does
-    /// not tell who listens, so RabbitMQ always is.
-    pub fn wants(&self) -> bool {
+    /// Whether a batch is worth building: false when nobody is watching. On RabbitMQ this asks
+    /// the broker at most every [`PRESENCE_FRESH`], for at most [`PRESENCE_TIMEOUT`].
+    pub async fn wants(&self) -> bool {
         match self {
-            LivePublisher::Amqp(_) => true,
+            LivePublisher::Amqp(amqp) => amqp.watched().await,
             LivePublisher::Memory(sender) => sender.receiver_count() > 0,
             LivePublisher::Off => false,
         }
@@ -137,10 +151,76 @@ impl LivePublisher {
 pub struct AmqpLive {
     url: String,
     exchange: String,
+    watchers: String,
     handoff: OnceLock<Option<mpsc::Sender<LiveBatch>>>,
+    presence: tokio::sync::Mutex<Presence>,
+}
+
+/// A worker's last answer to "is anyone watching?", and the connection it asks on.
+#[derive(Default)]
+struct Presence {
+    /// The answer and until when it holds.
+    known: Option<(bool, Instant)>,
+    asking: Option<(Connection, Channel)>,
+}
+
+impl Presence {
+    async fn consumers(&mut self, url: &str, watchers: &str) -> Result<u32, lapin::Error> {
+        let channel = match &self.asking {
+            Some((_, channel)) if channel.status().connected() => channel.clone(),
+            _ => {
+                self.forget();
+                let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+                let channel = connection.create_channel().await?;
+                self.asking = Some((connection, channel.clone()));
+                channel
+            }
+        };
+        declare_watchers(&channel, watchers).await
+    }
+
+    /// Drops the connection asked on, closing it in the background.
+    fn forget(&mut self) {
+        if let Some((connection, _)) = self.asking.take() {
+            tokio::spawn(async move {
+                let closing = connection.close(200, "presence".into());
+                let _ = tokio::time::timeout(CONNECT_TIMEOUT, closing).await;
+            });
+        }
+    }
 }
 
 impl AmqpLive {
+    /// Whether anyone watches. When the broker cannot say in time the answer is yes, for
+    /// [`RECONNECT_AFTER`]: a copy built for nobody costs less than a watcher missing events.
+    async fn watched(&self) -> bool {
+        let mut presence = self.presence.lock().await;
+        if let Some((watched, until)) = presence.known
+            && Instant::now() < until
+        {
+            return watched;
+        }
+        // The answer holds from when it was asked, which is before the broker gave it.
+        let asked = Instant::now();
+        let answer = tokio::time::timeout(
+            PRESENCE_TIMEOUT,
+            presence.consumers(&self.url, &self.watchers),
+        )
+        .await;
+        let known = match answer {
+            Ok(Ok(consumers)) => (consumers > 0, asked + PRESENCE_FRESH),
+            failed => {
+                if let Ok(Err(e)) = failed {
+                    tracing::debug!(error = %e, "cannot ask the broker who watches live");
+                }
+                presence.forget();
+                (true, Instant::now() + RECONNECT_AFTER)
+            }
+        };
+        presence.known = Some(known);
+        known.0
+    }
+
     fn publish(&self, batch: LiveBatch) {
         let handoff = self.handoff.get_or_init(|| {
             let runtime = tokio::runtime::Handle::try_current().ok()?;
@@ -228,6 +308,25 @@ async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), lapin
             FieldTable::default(),
         )
         .await
+}
+
+/// Declares the presence queue and returns how many watchers consume it. It is bound to
+/// nothing and holds no message, whoever publishes to it by name.
+async fn declare_watchers(channel: &Channel, watchers: &str) -> Result<u32, lapin::Error> {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(watchers.into(), durable, arguments)
+        .await?;
+    Ok(queue.consumer_count())
 }
 
 /// Where the admin watches stored events.
@@ -425,6 +524,17 @@ async fn watch(url: &str, topology: &Topology, backlog: usize) -> Result<LiveFee
             FieldTable::default(),
         )
         .await?;
+    // Registered as a watcher for as long as the connection lives.
+    declare_watchers(&channel, &topology.live_watchers).await?;
+    let presence = channel
+        .basic_consume(
+            topology.live_watchers.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tokio::time::sleep(PRESENCE_SETTLE).await;
     let (feed, handoff) = LiveFeed::new(backlog);
     tokio::spawn(async move {
         loop {
@@ -442,6 +552,8 @@ async fn watch(url: &str, topology: &Topology, backlog: usize) -> Result<LiveFee
                 break;
             }
         }
+        // Dropping the consumer cancels it: held until the watcher is gone.
+        drop(presence);
         let _ = connection.close(200, "watcher gone".into()).await;
     });
     Ok(feed)
@@ -466,9 +578,9 @@ mod tests {
     async fn a_watcher_that_falls_behind_the_in_process_broadcast_is_dropped() {
         let sender = broadcast::Sender::new(2);
         let publisher = LivePublisher::Memory(sender.clone());
-        assert!(!publisher.wants());
+        assert!(!publisher.wants().await);
         let mut feed = LiveSource::Memory(sender).subscribe(3).await.unwrap();
-        assert!(publisher.wants());
+        assert!(publisher.wants().await);
         let batch = || LiveBatch {
             events: vec![LiveEvent {
                 application_id: Uuid::nil(),

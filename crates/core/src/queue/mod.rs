@@ -28,6 +28,9 @@ pub struct Topology {
     /// Fanout exchange of stored events for whoever watches them live; nothing is bound to it
     /// unless someone watches, and then only exclusive, bounded queues.
     pub live_exchange: String,
+    /// Queue that never holds a message: each watcher consumes it, so its consumer count tells
+    /// workers whether anyone watches.
+    pub live_watchers: String,
 }
 
 impl Topology {
@@ -39,6 +42,7 @@ impl Topology {
             dead_queue: format!("{prefix}.events.dead"),
             routing_key: "ingest".into(),
             live_exchange: format!("{prefix}.events.live"),
+            live_watchers: format!("{prefix}.events.live.watchers"),
         }
     }
 }
