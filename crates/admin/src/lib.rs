@@ -10,7 +10,6 @@ mod live;
 mod metrics;
 mod openapi;
 mod pages;
-mod proxies;
 mod queries;
 mod queue;
 mod read_api;
@@ -34,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::throttle::Throttle;
 pub use auth::users::{UserError, create_user};
+pub use eye_http::proxies::{ProxyError, TrustedProxies};
 pub use filter::{Cursor, EventFilter};
-pub use proxies::{ProxyError, TrustedProxies};
 pub use queries::events::{Order, Page, PageRequest};
 pub use queue::{QueueProbe, QueueStats};
 
@@ -63,6 +62,12 @@ pub struct State {
     metrics: metrics::AdminMetrics,
     /// The default rate limit, shown beside applications without one of their own.
     rate_limit: eye_core::rate_limit::RateLimit,
+    /// Where the Event types page reads schema files: this process's `schema_dir`.
+    schema_dir: Option<std::path::PathBuf>,
+    /// The last reading of `schema_dir`, compiled again only when it changed.
+    schema_types: pages::types::Cache,
+    /// Longest category or name a schema file may declare, as the workers allow it.
+    schema_label_chars: usize,
 }
 
 /// The admin's own settings, checked: callers that start other services first (`eye dev`)
@@ -73,7 +78,10 @@ pub fn check_settings(settings: &Settings) -> anyhow::Result<TrustedProxies> {
             "admin_search_timeout_ms is 0: set how many milliseconds a text search may run (e.g. 5000)"
         );
     }
-    Ok(TrustedProxies::parse(&settings.admin_trusted_proxies)?)
+    Ok(TrustedProxies::parse(
+        "admin_trusted_proxies",
+        &settings.admin_trusted_proxies,
+    )?)
 }
 
 /// A bound, not yet running admin server.
@@ -147,6 +155,9 @@ impl Admin {
             token_refresh_ms: settings.token_refresh_ms,
             metrics: metrics::AdminMetrics::new(metrics),
             rate_limit: settings.rate_limit(),
+            schema_dir: settings.schema_dir.clone(),
+            schema_types: pages::types::Cache::default(),
+            schema_label_chars: eye_worker::validation::schema::max_label_chars(settings),
         });
         let openapi = openapi::document();
         let server = actix_web::HttpServer::new(move || {

@@ -79,8 +79,10 @@ const AUTH: [Problems; 3] = [
     TOKEN_REFUSED,
     Problems {
         status: 403,
-        description: "The token lacks the `events:read` scope.",
-        codes: &["missing_scope"],
+        description: "The token lacks the `events:read` scope (a publishable key never has \
+                      it), or it is a publishable key and the request's `Origin` is missing or \
+                      not one of the key's.",
+        codes: &["missing_scope", "origin_required", "origin_not_allowed"],
     },
     Problems {
         status: 503,
@@ -187,6 +189,8 @@ mod tests {
                 AuthError::UnknownToken,
                 AuthError::ApplicationDisabled,
                 AuthError::MissingScope("events:read"),
+                AuthError::OriginRequired,
+                AuthError::OriginNotAllowed("https://x.example".into()),
                 AuthError::Unavailable(db()),
             ]
             .map(ReadError::Auth),

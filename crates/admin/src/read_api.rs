@@ -131,6 +131,11 @@ pub(crate) struct EventJson<'a> {
     /// When the api took it.
     #[schema(format = DateTime)]
     received_at: String,
+    /// For an event mapped from another format (a Segment message), that message less what
+    /// went into `data`: its `context`, `userId`, `anonymousId` and the rest. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    source: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The request's grant to read, noted on the request for the metrics.
@@ -162,6 +167,7 @@ fn event_json<'a>(e: &'a events::Model, names: &'a HashMap<Uuid, String>) -> Eve
         data: raw(&e.data),
         timestamp: rfc3339(e.timestamp),
         received_at: rfc3339(e.received_at),
+        source: e.source.as_deref().map(raw),
     }
 }
 

@@ -5,6 +5,7 @@ use std::io::Read;
 
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, web};
+use eye_auth::Grant;
 use eye_core::event::ENVELOPE_VERSION;
 use eye_core::queue::PublishError;
 use eye_core::token::Scope;
@@ -18,14 +19,14 @@ use crate::State;
 use crate::problem::ApiError;
 
 /// At most this many field errors are listed in one 400.
-const MAX_REPORTED_ERRORS: usize = 50;
+pub(crate) const MAX_REPORTED_ERRORS: usize = 50;
 
 /// Every event was queued and the broker confirmed it: it will be stored (or, if invalid,
 /// kept with the rejected events).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     /// The events' ids in the order sent: the client's own, or new ones.
-    ids: Vec<Uuid>,
+    pub(crate) ids: Vec<Uuid>,
 }
 
 /// Sends events: one event object or an array of them, answered with 202 once the broker
@@ -70,20 +71,45 @@ pub async fn post_events(
     };
     let events = parse_events(body, limits)?;
     tracing::Span::current().record("events", events.len());
+    let received_at = eye_core::event::now();
+    let ids = queue(&request, &state, &grant, events, arrived, received_at).await?;
+    Ok(HttpResponse::Accepted().json(Accepted { ids }))
+}
+
+/// The steps every route shares once it holds a grant and events: the rate limits, then one
+/// envelope of `grant`'s application queued and confirmed; answers the events' ids.
+/// `arrived` is when the body was read, which starts the publish deadline.
+pub(crate) async fn queue(
+    request: &HttpRequest,
+    state: &State,
+    grant: &Grant,
+    events: Vec<eye_core::Event>,
+    arrived: tokio::time::Instant,
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Uuid>, ApiError> {
     // At most `max_events_per_request` events, far below u32::MAX.
     let count = u32::try_from(events.len()).unwrap_or(u32::MAX);
-    if let Err(refusal) = state.rate_limiter.check(&grant, count) {
+    if grant.is_publishable() {
+        let address = state.proxies.origin(request).address;
+        if let Err(refusal) = state
+            .address_limiter
+            .check(grant.application_id, address, count)
+        {
+            state.metrics.rate_limited(&grant.application_name);
+            return Err(ApiError::address(refusal));
+        }
+    }
+    if let Err(refusal) = state.rate_limiter.check(grant, count) {
         state.metrics.rate_limited(&grant.application_name);
         return Err(refusal.into());
     }
-
     let count = events.len();
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
         application_id: grant.application_id,
         token_id: grant.token_id,
-        received_at: eye_core::event::now(),
+        received_at,
         request_id: eye_http::current_request_id(),
         events,
     };
@@ -92,7 +118,7 @@ pub async fn post_events(
     match state.outbox.send(message, arrived).await {
         Ok(()) => {
             state.metrics.accepted(&grant.application_name, count);
-            Ok(HttpResponse::Accepted().json(Accepted { ids }))
+            Ok(ids)
         }
         Err(e) => {
             state.metrics.not_published(&e);
@@ -127,7 +153,7 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {
+pub(crate) fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {
     let Some(encoding) = request.headers().get(CONTENT_ENCODING) else {
         return Ok(false);
     };
@@ -141,7 +167,7 @@ fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {
     }
 }
 
-async fn read_body(
+pub(crate) async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -166,7 +192,7 @@ async fn read_body(
 }
 
 /// Decompresses without ever holding more than `limit` bytes.
-fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn gunzip(compressed: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut body = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit));
     let read = flate2::read::GzDecoder::new(compressed)
         .take(limit as u64 + 1)
@@ -224,7 +250,7 @@ pub fn parse_events(body: &[u8], limits: &Limits) -> Result<Vec<eye_core::Event>
     }
 }
 
-fn invalid_json(error: serde_json::Error) -> ApiError {
+pub(crate) fn invalid_json(error: serde_json::Error) -> ApiError {
     ApiError::InvalidJson(error.to_string())
 }
 

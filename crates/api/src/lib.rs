@@ -2,12 +2,16 @@
 //! 202 once the broker confirmed. It keeps no state of its own beyond each application's
 //! rate-limit bucket, which is per instance by design, so instances scale out.
 
+mod address_limit;
+pub mod browser;
+mod cors;
 mod ingest;
 pub mod metrics;
 pub mod openapi;
 mod outbox;
 mod problem;
 mod rate_limit;
+pub mod segment;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -19,10 +23,12 @@ use eye_core::Settings;
 use eye_core::metrics::Registry;
 use eye_core::queue::{Publisher, Readiness};
 use eye_core::token::TokenKeys;
+use eye_http::proxies::TrustedProxies;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 use utoipa_swagger_ui::SwaggerUi;
 
+pub use address_limit::{AddressLimiter, PRUNE_TASK};
 pub use ingest::{Limits, parse_events};
 use metrics::ApiMetrics;
 pub use metrics::OutboxMetrics;
@@ -38,6 +44,9 @@ pub struct State {
     outbox: Outbox,
     limits: Limits,
     metrics: Arc<ApiMetrics>,
+    /// Publishable keys: the limit per client address, and whose forwarding headers count.
+    address_limiter: Arc<AddressLimiter>,
+    proxies: TrustedProxies,
 }
 
 /// A bound, not yet running api server.
@@ -55,6 +64,7 @@ impl Api {
         publisher: Publisher,
         metrics: Registry,
     ) -> anyhow::Result<Self> {
+        let proxies = TrustedProxies::parse("api_trusted_proxies", &settings.api_trusted_proxies)?;
         let listener = TcpListener::bind(&settings.api_addr)
             .map_err(|e| anyhow::anyhow!("failed to bind the api to {}: {e}", settings.api_addr))?;
         let port = listener.local_addr()?.port();
@@ -68,6 +78,8 @@ impl Api {
         gate.spawn_refresh(settings.token_refresh());
         let rate_limiter = Arc::new(RateLimiter::new(settings.rate_limit()));
         rate_limiter.spawn_report(db, settings.token_refresh());
+        let address_limiter = Arc::new(AddressLimiter::new(settings.publishable_rate_limit()));
+        address_limiter.spawn_prune();
         let limits = Limits {
             max_events: settings.max_events_per_request,
             max_event_bytes: settings.max_event_bytes,
@@ -101,6 +113,8 @@ impl Api {
                 outbox,
                 limits,
                 metrics: metrics.clone(),
+                address_limiter: address_limiter.clone(),
+                proxies: proxies.clone(),
             });
             App::new()
                 .app_data(state)
@@ -111,12 +125,15 @@ impl Api {
                             utoipa_swagger_ui::Config::from("/openapi.json").validator_url("none"),
                         ),
                 )
+                .wrap(actix_web::middleware::from_fn(cors::headers))
                 .wrap(actix_web::middleware::from_fn(metrics::track))
                 .wrap(actix_web::middleware::from_fn(eye_http::request_id))
                 .route("/v1/events", web::post().to(ingest::post_events))
+                .configure(segment::routes)
                 .route("/healthz", web::get().to(healthz))
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics::render))
+                .configure(browser::routes)
         })
         .disable_signals();
         if let Some(workers) = settings.api_workers {

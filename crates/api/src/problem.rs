@@ -20,6 +20,8 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("send the body as `Content-Type: application/json`")]
     UnsupportedMediaType,
+    #[error("send the write key as the Basic-auth user name or as `writeKey` in the body")]
+    MissingWriteKey,
     #[error("`Content-Encoding: {0}` is not supported; send gzip or no encoding")]
     UnsupportedEncoding(String),
     #[error("the body is larger than {0} bytes")]
@@ -56,6 +58,46 @@ pub enum ApiError {
         limit.burst
     )]
     BatchOverBurst { limit: RateLimit, events: u32 },
+    #[error("put the publishable key in the body's `key` field")]
+    MissingKey,
+    #[error(
+        "only publishable keys are taken from a body: send a secret token as `Authorization: Bearer` to /v1/events, and never put it in a web page"
+    )]
+    NotPublishable,
+    #[error(
+        "send the body as `Content-Type: text/plain` (what navigator.sendBeacon sends) or `application/json`"
+    )]
+    BrowserMediaType,
+    #[error(
+        "this client address's limit of {limit} events with a publishable key is reached; retry after {retry_after_secs} s"
+    )]
+    AddressRateLimited {
+        limit: RateLimit,
+        retry_after_secs: u64,
+    },
+    #[error(
+        "a batch of {events} events is more than the burst of {} allowed per client address with a publishable key (its limit is {limit} events) and can never pass: split the batch",
+        limit.burst
+    )]
+    AddressBatchOverBurst { limit: RateLimit, events: u32 },
+}
+
+impl ApiError {
+    /// A refusal of the limit per client address of publishable keys.
+    pub(crate) fn address(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::RateLimited {
+                limit,
+                retry_after_secs,
+            } => ApiError::AddressRateLimited {
+                limit,
+                retry_after_secs,
+            },
+            Refusal::OverBurst { limit, events } => {
+                ApiError::AddressBatchOverBurst { limit, events }
+            }
+        }
+    }
 }
 
 impl From<Refusal> for ApiError {
@@ -78,6 +120,7 @@ impl ApiError {
         match self {
             ApiError::Auth(e) => e.code(),
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::MissingWriteKey => "missing_token",
             ApiError::UnsupportedEncoding(_) => "unsupported_encoding",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::EventTooLarge { .. } => "event_too_large",
@@ -91,6 +134,11 @@ impl ApiError {
             ApiError::Read(_) => "read_failed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BatchOverBurst { .. } => "batch_over_burst",
+            ApiError::MissingKey => "missing_token",
+            ApiError::NotPublishable => "not_publishable",
+            ApiError::BrowserMediaType => "unsupported_media_type",
+            ApiError::AddressRateLimited { .. } => "address_rate_limited",
+            ApiError::AddressBatchOverBurst { .. } => "batch_over_burst",
         }
     }
 
@@ -112,14 +160,20 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Auth(e) => e.status_code(),
-            ApiError::UnsupportedMediaType | ApiError::UnsupportedEncoding(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
+            ApiError::MissingWriteKey => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType
+            | ApiError::UnsupportedEncoding(_)
+            | ApiError::BrowserMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_)
             | ApiError::EventTooLarge { .. }
             | ApiError::TooManyEvents(_)
-            | ApiError::BatchOverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | ApiError::BatchOverBurst { .. }
+            | ApiError::AddressBatchOverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } | ApiError::AddressRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::MissingKey => StatusCode::UNAUTHORIZED,
+            ApiError::NotPublishable => StatusCode::FORBIDDEN,
             ApiError::InvalidGzip
             | ApiError::InvalidJson(_)
             | ApiError::NotAnEvent
@@ -142,6 +196,9 @@ impl ResponseError for ApiError {
             _ => {}
         }
         if let ApiError::RateLimited {
+            retry_after_secs, ..
+        }
+        | ApiError::AddressRateLimited {
             retry_after_secs, ..
         } = self
         {

@@ -190,7 +190,7 @@ impl RateLimiter {
 }
 
 /// Whole seconds, rounded up, at least 1: a client that waits that long is let through.
-fn retry_after_secs(wait: Duration) -> u64 {
+pub(crate) fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
 }
@@ -219,6 +219,7 @@ mod tests {
             application_name: Arc::from("shop"),
             rate_limit: limit,
             scopes: Arc::new(HashSet::new()),
+            origins: None,
         }
     }
 

@@ -20,6 +20,14 @@ pub enum AuthError {
     ApplicationDisabled,
     #[error("the token lacks the `{0}` scope")]
     MissingScope(&'static str),
+    #[error(
+        "a publishable key is accepted only from the web pages of its origins, and this request names none (no `Origin` header)"
+    )]
+    OriginRequired,
+    #[error(
+        "`{0}` is not one of this publishable key's origins: create a key that lists it (`eye token create --publishable --origin {0}`)"
+    )]
+    OriginNotAllowed(String),
     #[error("tokens cannot be checked right now")]
     Unavailable(#[source] sea_orm::DbErr),
 }
@@ -34,6 +42,8 @@ impl AuthError {
             AuthError::UnknownToken => "unknown_token",
             AuthError::ApplicationDisabled => "application_disabled",
             AuthError::MissingScope(_) => "missing_scope",
+            AuthError::OriginRequired => "origin_required",
+            AuthError::OriginNotAllowed(_) => "origin_not_allowed",
             AuthError::Unavailable(_) => "auth_unavailable",
         }
     }
@@ -50,7 +60,9 @@ impl AuthError {
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
         match self {
-            AuthError::MissingScope(_) => StatusCode::FORBIDDEN,
+            AuthError::MissingScope(_)
+            | AuthError::OriginRequired
+            | AuthError::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }

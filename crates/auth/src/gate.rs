@@ -4,6 +4,9 @@
 //! a narrowed token takes effect everywhere within that time. The same reload writes when each
 //! token was last used. It also carries each application's name and rate limit, so a limit
 //! set by `eye app limit` applies everywhere within the same time.
+//!
+//! A publishable key (a row with origins) is accepted only with an `Origin` header naming one
+//! of them, on every route that asks the gate, and never grants more than `events:write`.
 
 use eye_core::supervise::{Checkpoint, OnPanic};
 use std::collections::{HashMap, HashSet};
@@ -12,8 +15,9 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{AUTHORIZATION, ORIGIN};
 use chrono::{DateTime, Utc};
+use eye_core::origin::WebOrigin;
 use eye_core::rate_limit::RateLimit;
 use eye_core::token::{Claims, Scope, TokenError, TokenKeys};
 use eye_entity::{api_tokens, applications, rate_limits, tokens};
@@ -37,11 +41,35 @@ pub struct Grant {
     pub rate_limit: Option<RateLimit>,
     /// Shared with the cached row: a request clones a pointer, not the set.
     pub scopes: Arc<HashSet<Scope>>,
+    /// A publishable key's origins; `None` for a secret token.
+    pub origins: Option<Arc<[WebOrigin]>>,
 }
 
 impl Grant {
     pub fn allows(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
+    }
+
+    /// A key meant to be embedded in web pages, rather than a secret token.
+    pub fn is_publishable(&self) -> bool {
+        self.origins.is_some()
+    }
+
+    /// A secret token passes; a publishable key only with the `Origin` of one of its pages.
+    fn check_origin(&self, origin: Option<&str>) -> Result<(), AuthError> {
+        let Some(origins) = &self.origins else {
+            return Ok(());
+        };
+        let origin = origin.ok_or(AuthError::OriginRequired)?;
+        match WebOrigin::parse(origin) {
+            Ok(origin) if origins.contains(&origin) => Ok(()),
+            _ => Err(AuthError::OriginNotAllowed(
+                origin
+                    .chars()
+                    .take(eye_core::origin::MAX_ORIGIN_CHARS)
+                    .collect(),
+            )),
+        }
     }
 }
 
@@ -52,6 +80,7 @@ struct TokenRow {
     application_name: Arc<str>,
     rate_limit: Option<RateLimit>,
     scopes: Arc<HashSet<Scope>>,
+    origins: Option<Arc<[WebOrigin]>>,
     expires_at: DateTime<Utc>,
     revoked: bool,
     application_disabled: bool,
@@ -60,11 +89,18 @@ struct TokenRow {
 impl TokenRow {
     /// `name` is the application's name, shared by its tokens.
     fn new(token: &api_tokens::Model, app: &applications::Model, name: Arc<str>) -> Self {
+        let origins = tokens::origins(token).map(Arc::from);
+        let mut scopes = tokens::scopes(token);
+        // Whatever its row says, a key shown to every visitor of a page only sends.
+        if origins.is_some() {
+            scopes.retain(|scope| *scope == Scope::EventsWrite);
+        }
         Self {
             application_id: token.application_id,
             application_name: name,
             rate_limit: rate_limits::override_of(app),
-            scopes: Arc::new(tokens::scopes(token)),
+            scopes: Arc::new(scopes),
+            origins,
             expires_at: token.expires_at,
             revoked: token.revoked_at.is_some(),
             application_disabled: app.disabled,
@@ -97,7 +133,16 @@ impl TokenRow {
             application_name: self.application_name.clone(),
             rate_limit: self.rate_limit,
             scopes: self.scopes.clone(),
+            origins: self.origins.clone(),
         })
+    }
+
+    /// A publishable key that requests may use now.
+    fn is_active_publishable(&self, now: DateTime<Utc>) -> bool {
+        self.origins.is_some()
+            && !self.revoked
+            && !self.application_disabled
+            && self.expires_at > now
     }
 }
 
@@ -123,6 +168,8 @@ pub struct TokenGate {
     known: RwLock<Arc<HashMap<Uuid, Arc<Known>>>>,
     /// When the cache was last reloaded in full.
     loaded_at: RwLock<Option<Instant>>,
+    /// Every origin of an active publishable key: the pages CORS answers are given to.
+    listed_origins: RwLock<Arc<HashSet<WebOrigin>>>,
 }
 
 impl TokenGate {
@@ -132,12 +179,25 @@ impl TokenGate {
             db,
             known: RwLock::new(Arc::new(HashMap::new())),
             loaded_at: RwLock::new(None),
+            listed_origins: RwLock::new(Arc::new(HashSet::new())),
         }
     }
 
-    /// What the request's valid, active token may do, provided its row grants `scope`.
+    /// What the request's valid, active bearer token may do, provided its row grants `scope`
+    /// (and, for a publishable key, the request comes from one of its origins).
     pub async fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<Grant, AuthError> {
         let token = bearer(request).ok_or(AuthError::MissingToken)?;
+        self.authorize_key(token, origin(request), scope).await
+    }
+
+    /// [`TokenGate::authorize`] for a token that came some other way than a header (a
+    /// publishable key in a body, a Segment write key), with the request's `Origin` header.
+    pub async fn authorize_key(
+        &self,
+        token: &str,
+        origin: Option<&str>,
+        scope: Scope,
+    ) -> Result<Grant, AuthError> {
         let claims = self.keys.verify(token).map_err(|e| match e {
             TokenError::Expired => AuthError::TokenExpired,
             TokenError::Invalid => AuthError::InvalidToken,
@@ -156,6 +216,7 @@ impl TokenGate {
         };
         let row = known.row.as_ref().ok_or(AuthError::UnknownToken)?;
         let grant = row.grant(&claims, Utc::now())?;
+        grant.check_origin(origin)?;
         if !grant.allows(scope) {
             return Err(AuthError::MissingScope(scope.as_str()));
         }
@@ -178,7 +239,9 @@ impl TokenGate {
             .all(&self.db)
             .await?;
         let mut names: HashMap<Uuid, Arc<str>> = HashMap::new();
-        let known = rows
+        let now = Utc::now();
+        let mut listed = HashSet::new();
+        let known: HashMap<_, _> = rows
             .into_iter()
             .map(|(token, app)| {
                 let row = app.map(|app| {
@@ -188,10 +251,17 @@ impl TokenGate {
                         .clone();
                     TokenRow::new(&token, &app, name)
                 });
+                if let Some(row) = row.as_ref().filter(|r| r.is_active_publishable(now)) {
+                    listed.extend(row.origins.iter().flat_map(|o| o.iter().cloned()));
+                }
                 (token.id, Known::new(row))
             })
             .collect();
         *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
+        *self
+            .listed_origins
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(listed);
         *self.loaded_at.write().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         Ok(())
     }
@@ -247,11 +317,34 @@ impl TokenGate {
         (self.snapshot().len(), loaded_at.map(|at| at.elapsed()))
     }
 
+    /// Whether an active publishable key lists `origin` (an `Origin` header's value). A key
+    /// is listed from the reload after its creation, or from its first use, if sooner.
+    pub fn origin_listed(&self, origin: &str) -> bool {
+        let Ok(origin) = WebOrigin::parse(origin) else {
+            return false;
+        };
+        self.listed_origins
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&origin)
+    }
+
     fn snapshot(&self) -> Arc<HashMap<Uuid, Arc<Known>>> {
         self.known.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn remember(&self, id: Uuid, row: Option<TokenRow>) -> Arc<Known> {
+        if let Some(origins) = row
+            .as_ref()
+            .filter(|r| r.is_active_publishable(Utc::now()))
+            .and_then(|r| r.origins.clone())
+        {
+            let mut listed = self
+                .listed_origins
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            Arc::make_mut(&mut listed).extend(origins.iter().cloned());
+        }
         let entry = Known::new(row);
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
         Arc::make_mut(&mut known).insert(id, entry.clone());
@@ -269,6 +362,11 @@ impl TokenGate {
             Some(TokenRow::new(&token, &app, name))
         }))
     }
+}
+
+/// The request's `Origin` header, as sent.
+pub fn origin(request: &HttpRequest) -> Option<&str> {
+    request.headers().get(ORIGIN)?.to_str().ok()
 }
 
 fn bearer(request: &HttpRequest) -> Option<&str> {
@@ -290,6 +388,7 @@ mod tests {
             application_name: Arc::from("shop"),
             rate_limit: None,
             scopes: Arc::new(HashSet::from([Scope::EventsWrite])),
+            origins: None,
             expires_at: DateTime::from_timestamp(2_000_000_000, 500_000).unwrap(),
             revoked: false,
             application_disabled: false,
@@ -382,5 +481,61 @@ mod tests {
             disabled.grant(&claims_of(&disabled), now()),
             Err(AuthError::ApplicationDisabled)
         ));
+    }
+
+    #[test]
+    fn a_publishable_key_passes_only_with_the_origin_of_one_of_its_pages() {
+        let key = TokenRow {
+            origins: Some(Arc::from(vec![
+                WebOrigin::parse("https://shop.example").unwrap(),
+                WebOrigin::parse("http://localhost:3000").unwrap(),
+            ])),
+            ..row()
+        };
+        let grant = key.grant(&claims_of(&key), now()).unwrap();
+        assert!(grant.is_publishable());
+        assert!(grant.check_origin(Some("https://shop.example")).is_ok());
+        assert!(grant.check_origin(Some("HTTPS://SHOP.EXAMPLE:443")).is_ok());
+        assert!(grant.check_origin(Some("http://localhost:3000")).is_ok());
+        assert!(matches!(
+            grant.check_origin(None),
+            Err(AuthError::OriginRequired)
+        ));
+        for other in ["https://evil.example", "http://shop.example", "null", ""] {
+            assert!(
+                matches!(grant.check_origin(Some(other)), Err(AuthError::OriginNotAllowed(o)) if o == other),
+                "{other}"
+            );
+        }
+        let secret_row = row();
+        let secret = secret_row.grant(&claims_of(&secret_row), now()).unwrap();
+        assert!(!secret.is_publishable());
+        assert!(secret.check_origin(None).is_ok());
+        assert!(secret.check_origin(Some("https://evil.example")).is_ok());
+    }
+
+    #[test]
+    fn a_publishable_row_never_grants_more_than_sending() {
+        let app = applications::Model {
+            id: Uuid::new_v4(),
+            name: "shop".into(),
+            disabled: false,
+            created_at: now(),
+            rate_limit_events: None,
+            rate_limit_period_secs: None,
+            rate_limit_burst: None,
+        };
+        let token = api_tokens::Model {
+            id: Uuid::new_v4(),
+            application_id: app.id,
+            scopes: "events:read,events:read:all,events:write".into(),
+            created_at: now(),
+            expires_at: now() + chrono::Duration::days(1),
+            revoked_at: None,
+            last_used_at: None,
+            origins: Some("https://shop.example".into()),
+        };
+        let row = TokenRow::new(&token, &app, Arc::from("shop"));
+        assert_eq!(*row.scopes, HashSet::from([Scope::EventsWrite]));
     }
 }

@@ -6,4 +6,4 @@ mod error;
 mod gate;
 
 pub use error::AuthError;
-pub use gate::{Grant, REFRESH_TASK, TokenGate};
+pub use gate::{Grant, REFRESH_TASK, TokenGate, origin};

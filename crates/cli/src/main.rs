@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,6 +11,7 @@ use eye_cli::dev;
 use eye_cli::metrics::WorkerListener;
 use eye_cli::stack::{self, Queue};
 use eye_core::Settings;
+use eye_core::origin::WebOrigin;
 use eye_core::rate_limit::{Rate, RateLimit};
 use eye_core::token::{Scope, TokenKeys};
 use eye_entity::dead::Selection;
@@ -70,6 +72,9 @@ enum Command {
     /// Messages no worker could read: list, replay or discard them.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Event types from JSON Schema files (`schema_dir`): check, try, reload.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
     /// Prints events (and rejected events, marked) as they are stored, one a line, until
     /// Ctrl-C. Reads the admin's stream with a read token.
     Tail {
@@ -144,6 +149,23 @@ enum DeadCommand {
 }
 
 #[derive(Subcommand)]
+enum SchemasCommand {
+    /// Checks every `*.json` file of DIR before a deploy: prints the event types it declares
+    /// and each entry it skipped (other files, subdirectories, hidden files, names that are
+    /// not UTF-8), or each file at fault and why (exit 1).
+    Check { dir: PathBuf },
+    /// Prints which lines of FILE (JSON Lines, each a `POST /v1/events` body of one event)
+    /// the api or a worker with the types of DIR would refuse, and why. Exit 0: none would be;
+    /// 1: some would be; 2: DIR or FILE cannot be used.
+    Test { dir: PathBuf, file: PathBuf },
+    /// Asks every running worker to reload `schema_dir`; each does within `token_refresh_ms`
+    /// (SIGHUP reloads one process at once). A worker that finds a broken file logs it and
+    /// keeps its types. Where `schema_dir` is set here, it is checked first and a broken
+    /// directory is not sent for reload (exit 1).
+    Reload,
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
     /// Creates an admin user; asks for the password twice unless `--password-stdin`.
     Create {
@@ -169,9 +191,23 @@ enum TokenCommand {
         /// (events:read and events:read:all).
         #[arg(long)]
         all_applications: bool,
-        /// How long the token lives, e.g. 90d, 12h, 1y.
-        #[arg(long, default_value = "90d")]
-        expires_in: humantime::Duration,
+        /// A publishable key, safe to embed in a web page: it only sends events, only from
+        /// pages of its --origin, with a limit per visitor address (`publishable_rate_limit`).
+        #[arg(long, conflicts_with_all = ["scopes", "all_applications"])]
+        publishable: bool,
+        /// A web origin the publishable key is used from: scheme://host[:port], e.g.
+        /// https://shop.example. Repeat it (or separate with commas) for several.
+        #[arg(
+            long = "origin",
+            value_name = "ORIGIN",
+            value_delimiter = ',',
+            requires = "publishable"
+        )]
+        origins: Vec<WebOrigin>,
+        /// How long the token lives, e.g. 90d, 12h, 1y. Default: 90d, or 1y for a
+        /// publishable key (replacing it means changing the pages that embed it).
+        #[arg(long)]
+        expires_in: Option<humantime::Duration>,
     },
     /// Lists every token with its application, scopes, expiry and state.
     List,
@@ -242,9 +278,13 @@ async fn main() -> anyhow::Result<()> {
         };
         return send(&settings, file, url, strict, client).await;
     }
+    // Checking files prints results, not service logs.
+    if let Command::Schemas(command) = cli.command {
+        return schemas(&settings, command).await;
+    }
     eye_core::telemetry::init(settings.log_format);
     match cli.command {
-        Command::Dev { .. } | Command::Send { .. } => Ok(()),
+        Command::Dev { .. } | Command::Send { .. } | Command::Schemas(_) => Ok(()),
         Command::Api => api(&settings).await,
         Command::Admin => admin(&settings).await,
         Command::Worker { concurrency } => worker(&settings, concurrency).await,
@@ -274,6 +314,70 @@ async fn main() -> anyhow::Result<()> {
             tail.run(stack::shutdown_signal()).await
         }
     }
+}
+
+async fn schemas(settings: &Settings, command: SchemasCommand) -> anyhow::Result<()> {
+    use eye_cli::schemas::{REFUSED, UNUSABLE};
+    let unusable_dir = |errors: eye_worker::validation::schema::SchemaErrors| -> ! {
+        for error in errors.0 {
+            eprintln!("{error}");
+        }
+        std::process::exit(UNUSABLE)
+    };
+    match command {
+        SchemasCommand::Check { dir } => match eye_cli::schemas::check(settings, &dir) {
+            Ok(report) => print!("{report}"),
+            Err(errors) => {
+                for error in errors.0 {
+                    eprintln!("{error}");
+                }
+                eprint!("{}", eye_cli::schemas::skipped(&dir));
+                std::process::exit(1);
+            }
+        },
+        SchemasCommand::Test { dir, file } => {
+            let events = std::fs::File::open(&file).unwrap_or_else(|e| {
+                eprintln!("{}: cannot read it: {e}", file.display());
+                std::process::exit(UNUSABLE)
+            });
+            let report = eye_cli::schemas::test(settings, &dir, std::io::BufReader::new(events))
+                .unwrap_or_else(|unusable| match unusable {
+                    eye_cli::schemas::Unusable::Dir(errors) => unusable_dir(errors),
+                    eye_cli::schemas::Unusable::Read(e) => {
+                        eprintln!("{}: cannot read it: {e}", file.display());
+                        std::process::exit(UNUSABLE)
+                    }
+                });
+            print!("{}", report.text);
+            if report.refused > 0 {
+                std::process::exit(REFUSED);
+            }
+        }
+        SchemasCommand::Reload => {
+            if let Some(dir) = &settings.schema_dir
+                && let Err(errors) = eye_cli::schemas::check(settings, dir)
+            {
+                for error in errors.0 {
+                    eprintln!("{error}");
+                }
+                eprintln!(
+                    "reload not requested: {} has files that cannot be used, and workers would \
+                     keep their types; fix them first",
+                    dir.display()
+                );
+                std::process::exit(1);
+            }
+            let db = stack::connect(settings.database_url()?).await?;
+            let generation = eye_cli::schemas::request_reload(&db).await?;
+            eprintln!(
+                "reload {generation} requested: every worker reloads its schema_dir within {} ms; \
+                 one that finds a broken file logs it (\"schema file refused on reload\") and \
+                 keeps its types",
+                settings.token_refresh_ms
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn send(
@@ -394,6 +498,10 @@ async fn user(settings: &Settings, command: UserCommand) -> anyhow::Result<()> {
 
 async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let db = stack::connect(settings.database_url()?).await?;
+    // The latest reload request is read before the directory is loaded, so that one made
+    // meanwhile is seen as new by the watch.
+    let seen = stack::latest_reload(settings, &db).await;
+    let validators = stack::load_validators(settings)?;
     let queue = Queue::from_settings(settings)?;
     queue.apply_policies(settings).await?;
     let registry = eye_cli::metrics::registry(settings);
@@ -407,10 +515,12 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let metrics = WorkerMetrics::new(registry);
     let stop = CancellationToken::new();
     let mover = queue.dead_letter_mover(settings, &db, &stop, &metrics);
+    let schema_watch = validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
-                .with_metrics(metrics.clone());
+                .with_metrics(metrics.clone())
+                .with_validators(validators.clone());
             stack::spawn_worker(worker)
         })
         .collect();
@@ -423,6 +533,9 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     }
     if let Some(mover) = mover {
         mover.await?;
+    }
+    if let Some(schema_watch) = schema_watch {
+        schema_watch.await?;
     }
     if let Some(listener) = listener {
         listener.stop().await;
@@ -459,17 +572,61 @@ async fn migrate(settings: &Settings, rollback: bool) -> anyhow::Result<()> {
 }
 
 async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()> {
+    // Bad input is refused before anything connects.
+    if let TokenCommand::Create {
+        publishable: true,
+        origins,
+        ..
+    } = &command
+    {
+        anyhow::ensure!(
+            !origins.is_empty(),
+            "--publishable needs at least one --origin: the origin of the web pages that embed the key, e.g. --origin https://shop.example"
+        );
+        anyhow::ensure!(
+            origins.len() <= tokens::MAX_ORIGINS,
+            "a publishable key lists at most {} origins",
+            tokens::MAX_ORIGINS
+        );
+    }
     let db = stack::connect(settings.database_url()?).await?;
     match command {
+        TokenCommand::Create {
+            app,
+            publishable: true,
+            origins,
+            expires_in,
+            ..
+        } => {
+            let keys = TokenKeys::new(settings.jwt_secret()?);
+            let expires_in = expires_in.map_or(Duration::from_secs(365 * 86_400), Into::into);
+            let lifetime =
+                chrono::Duration::from_std(expires_in).context("--expires-in is too long")?;
+            let issued = tokens::issue_publishable(&db, &keys, &app, origins, lifetime).await?;
+            let origins: Vec<_> = issued.origins.iter().map(WebOrigin::as_str).collect();
+            eprintln!(
+                "publishable key {} for application `{}` (events:write from {}), expires {}",
+                issued.id,
+                issued.application.name,
+                origins.join(", "),
+                issued.expires_at.to_rfc3339()
+            );
+            eprintln!(
+                "embed it in those pages: <script src=\"https://<your api>/eye.js\" data-key=\"<the key>\" defer></script>"
+            );
+            println!("{}", issued.jwt);
+        }
         TokenCommand::Create {
             app,
             scopes,
             all_applications,
             expires_in,
+            ..
         } => {
             let keys = TokenKeys::new(settings.jwt_secret()?);
-            let lifetime = chrono::Duration::from_std(expires_in.into())
-                .context("--expires-in is too long")?;
+            let expires_in = expires_in.map_or(Duration::from_secs(90 * 86_400), Into::into);
+            let lifetime =
+                chrono::Duration::from_std(expires_in).context("--expires-in is too long")?;
             let mut scopes: HashSet<Scope> = scopes.into_iter().collect();
             if all_applications {
                 scopes.extend([Scope::EventsRead, Scope::EventsReadAll]);
@@ -495,16 +652,21 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
         TokenCommand::List => {
             let now = chrono::Utc::now();
             println!(
-                "{:<36}  {:<20}  {:<40}  {:<25}  STATE",
-                "ID", "APPLICATION", "SCOPES", "EXPIRES"
+                "{:<36}  {:<20}  {:<40}  {:<25}  {:<12}  PUBLISHABLE FROM",
+                "ID", "APPLICATION", "SCOPES", "EXPIRES", "STATE"
             );
             for (token, app) in tokens::list(&db).await? {
                 let state = tokens::state(&token, &app, now);
                 let expires = token.expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
-                println!(
-                    "{:<36}  {:<20}  {:<40}  {:<25}  {state}",
+                let origins = tokens::origins(&token).map_or_else(String::new, |origins| {
+                    let names: Vec<_> = origins.iter().map(WebOrigin::as_str).collect();
+                    names.join(",")
+                });
+                let line = format!(
+                    "{:<36}  {:<20}  {:<40}  {:<25}  {state:<12}  {origins}",
                     token.id, app.name, token.scopes, expires
                 );
+                println!("{}", line.trim_end());
             }
         }
         TokenCommand::Revoke { id } => {

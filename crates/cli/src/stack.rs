@@ -12,6 +12,7 @@ use eye_worker::Worker;
 use eye_worker::consume::Shutdown;
 use eye_worker::dead_letters::DeadLetterMover;
 use eye_worker::metrics::WorkerMetrics;
+use eye_worker::reload::Validators;
 
 use crate::metrics::{Registries, WorkerListener};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -170,6 +171,7 @@ pub struct Running {
     admin_task: JoinHandle<std::io::Result<()>>,
     workers: Vec<WorkerHandle>,
     mover: Option<JoinHandle<()>>,
+    schema_watch: Option<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
 }
@@ -195,6 +197,12 @@ pub async fn start_with_workers(
     metrics: &Registries,
 ) -> anyhow::Result<Running> {
     eye_admin::check_settings(settings)?;
+    let seen = if workers > 0 {
+        latest_reload(settings, db).await
+    } else {
+        None
+    };
+    let validators = load_validators(settings)?;
     queue.apply_policies(settings).await?;
     let worker_metrics = if workers > 0 {
         metrics.serve_worker(settings)?
@@ -227,10 +235,14 @@ pub async fn start_with_workers(
     let mover = (workers > 0)
         .then(|| queue.dead_letter_mover(settings, db, &stop, &metrics.worker))
         .flatten();
+    let schema_watch = (workers > 0)
+        .then(|| validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen))
+        .flatten();
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
-                .with_metrics(metrics.worker.clone());
+                .with_metrics(metrics.worker.clone())
+                .with_validators(validators.clone());
             spawn_worker(worker)
         })
         .collect();
@@ -245,8 +257,27 @@ pub async fn start_with_workers(
         admin_task,
         workers,
         mover,
+        schema_watch,
         stop,
         queue: queue.clone(),
+    })
+}
+
+/// The latest schema reload request, to read before [`load_validators`] and hand to
+/// `Validators::watch`; nothing to read without `schema_dir`.
+pub async fn latest_reload(settings: &Settings, db: &DatabaseConnection) -> Option<i64> {
+    settings.schema_dir.as_ref()?;
+    Validators::latest_reload(db).await
+}
+
+/// The event types every worker of this process checks: the built-in ones and those of
+/// `schema_dir`. A file that cannot be used stops the start, named.
+pub fn load_validators(settings: &Settings) -> anyhow::Result<Validators> {
+    Validators::load(settings).map_err(|errors| {
+        anyhow::anyhow!(
+            "schema_dir (EYE_SCHEMA_DIR) holds files that cannot be used; fix or remove them \
+             (`eye schemas check DIR` checks a directory): {errors}"
+        )
     })
 }
 
@@ -286,6 +317,9 @@ impl Running {
         }
         if let Some(mover) = self.mover {
             let _ = mover.await;
+        }
+        if let Some(watch) = self.schema_watch {
+            let _ = watch.await;
         }
         if let Some(listener) = self.worker_metrics {
             listener.stop().await;

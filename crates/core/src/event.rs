@@ -47,6 +47,7 @@ impl IncomingEvent {
             name: self.name,
             data: self.data,
             timestamp: self.timestamp.0,
+            source: None,
         }
     }
 }
@@ -60,6 +61,11 @@ pub struct Event {
     pub name: String,
     pub data: Box<RawValue>,
     pub timestamp: DateTime<Utc>,
+    /// Where the event came from when it did not arrive in The Eye's own format: for a
+    /// Segment message, the message less what went into `data`. Absent otherwise, and in
+    /// envelopes written before it existed, so the version did not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Box<RawValue>>,
 }
 
 /// One message on the queue: every event of one accepted request.

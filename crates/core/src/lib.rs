@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod metrics;
+pub mod origin;
 pub mod queue;
 pub mod rate_limit;
 pub mod request_id;

@@ -42,14 +42,18 @@ pub enum RateLimitError {
 const MAX_REFILL: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Rate {
-    pub fn new(events: u32, period_secs: u32) -> Option<Self> {
+    /// `events` per `period_secs`; `None` for zero or above [`MAX_EVENTS`].
+    pub const fn new(events: u32, period_secs: u32) -> Option<Self> {
         if events > MAX_EVENTS {
             return None;
         }
-        Some(Self {
-            events: NonZeroU32::new(events)?,
-            period_secs: NonZeroU32::new(period_secs)?,
-        })
+        match (NonZeroU32::new(events), NonZeroU32::new(period_secs)) {
+            (Some(events), Some(period_secs)) => Some(Self {
+                events,
+                period_secs,
+            }),
+            _ => None,
+        }
     }
 
     pub const fn per_second(events: NonZeroU32) -> Self {

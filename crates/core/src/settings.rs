@@ -1,6 +1,6 @@
 //! Typed settings: defaults < `eye.toml` < `EYE_*` environment variables.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -74,8 +74,20 @@ pub struct Settings {
     /// The most events an application may send at once after a quiet spell, on top of
     /// `rate_limit`; at least `max_events_per_request`, so that a full request can pass.
     pub rate_limit_burst: u64,
+    /// Events one client address may send per second, minute or hour with publishable keys
+    /// (those embedded in web pages), per application and api instance, on top of the
+    /// application's own limit. IPv6 addresses count per /64 network.
+    #[serde(deserialize_with = "publishable_rate_limit_setting")]
+    pub publishable_rate_limit: Rate,
+    /// The most events one client address may send at once with a publishable key.
+    pub publishable_rate_limit_burst: u64,
+    /// Proxies in front of the api whose `X-Forwarded-For` is believed when counting a
+    /// client address for `publishable_rate_limit`: IP addresses or CIDR networks. Empty:
+    /// the client is whoever connected, and `X-Forwarded-For` is ignored.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub api_trusted_proxies: Vec<String>,
     /// How often the api and admin reload api tokens (scopes, expiry, revocation) and
-    /// applications' state from the database.
+    /// applications' state from the database, and workers look for `eye schemas reload`.
     pub token_refresh_ms: u64,
     /// Messages the broker may hand one worker before it acknowledges any.
     pub worker_prefetch: u16,
@@ -102,6 +114,11 @@ pub struct Settings {
     pub event_not_before: DateTime<Utc>,
     /// What to do with events whose (category, name) has no validator.
     pub unknown_events: UnknownEventPolicy,
+    /// A directory of JSON Schema (draft 2020-12) files, one event type each, named inside
+    /// by `x-eye-category` and `x-eye-name`. Workers load it at start (a broken file stops
+    /// them) and again on SIGHUP or `eye schemas reload` (a broken file is logged and the
+    /// types in force stay). Unset: only the built-in types.
+    pub schema_dir: Option<PathBuf>,
     /// Longest category or name, in characters.
     pub max_name_chars: usize,
     /// Longest string anywhere inside `data`, in characters.
@@ -141,6 +158,13 @@ const DEFAULT_RATE_PER_SECOND: std::num::NonZeroU32 = match std::num::NonZeroU32
     None => panic!("10000 is not zero"),
 };
 
+/// The default `publishable_rate_limit`: 300 events a minute per client address, enough for
+/// a person clicking through pages, with room for several behind one NAT.
+const DEFAULT_PUBLISHABLE_RATE: Rate = match Rate::new(300, 60) {
+    Some(rate) => rate,
+    None => panic!("300/min is a rate"),
+};
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -167,6 +191,9 @@ impl Default for Settings {
             outbox_max_bytes: 16 * 1024 * 1024,
             rate_limit: Rate::per_second(DEFAULT_RATE_PER_SECOND),
             rate_limit_burst: 20_000,
+            publishable_rate_limit: DEFAULT_PUBLISHABLE_RATE,
+            publishable_rate_limit_burst: 100,
+            api_trusted_proxies: Vec::new(),
             token_refresh_ms: 2_000,
             worker_prefetch: 16,
             worker_batch_messages: 128,
@@ -179,6 +206,7 @@ impl Default for Settings {
             clock_skew_secs: 60,
             event_not_before: DateTime::UNIX_EPOCH,
             unknown_events: UnknownEventPolicy::Accept,
+            schema_dir: None,
             max_name_chars: 128,
             max_data_string_chars: 8 * 1024,
             memory_queue_capacity: 10_000,
@@ -215,6 +243,18 @@ fn rate_limit_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Rate, D:
     text.parse().map_err(|e| {
         serde::de::Error::custom(format!(
             "rate_limit = {text:?} is refused: {e} (EYE_RATE_LIMIT or `rate_limit` in eye.toml)"
+        ))
+    })
+}
+
+/// `publishable_rate_limit`, parsed when it is read, like `rate_limit`.
+fn publishable_rate_limit_setting<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Rate, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "publishable_rate_limit = {text:?} is refused: {e} (EYE_PUBLISHABLE_RATE_LIMIT or `publishable_rate_limit` in eye.toml)"
         ))
     })
 }
@@ -424,6 +464,21 @@ impl Settings {
                 e.to_string(),
             );
         }
+        check.range(
+            "publishable_rate_limit_burst",
+            self.publishable_rate_limit_burst,
+            1..=u64::from(crate::rate_limit::MAX_EVENTS),
+        );
+        if let Err(e @ crate::rate_limit::RateLimitError::RefillTooLong { .. }) = RateLimit::new(
+            self.publishable_rate_limit,
+            self.publishable_rate_limit_burst,
+        ) {
+            check.fail(
+                "publishable_rate_limit_burst",
+                self.publishable_rate_limit_burst.to_string(),
+                e.to_string(),
+            );
+        }
         check.range("worker_prefetch", self.worker_prefetch, 1..=u16::MAX);
         check.range(
             "worker_batch_messages",
@@ -472,6 +527,15 @@ impl Settings {
                 "a time in the past (RFC 3339)".into(),
             );
         }
+        if let Some(dir) = &self.schema_dir
+            && !dir.is_dir()
+        {
+            check.fail(
+                "schema_dir",
+                format!("{:?}", dir.display().to_string()),
+                "an existing directory of JSON Schema files".into(),
+            );
+        }
         check.range("clock_skew_secs", self.clock_skew_secs, 0..=7 * 86_400);
         check.range("max_name_chars", self.max_name_chars, 1..=1024);
         check.range("max_data_string_chars", self.max_data_string_chars, 1..=MIB);
@@ -508,6 +572,17 @@ impl Settings {
             .clamp(1, u64::from(crate::rate_limit::MAX_EVENTS));
         RateLimit::new(self.rate_limit, burst).unwrap_or(RateLimit {
             rate: self.rate_limit,
+            burst: std::num::NonZeroU32::MIN,
+        })
+    }
+
+    /// The limit per client address of publishable keys; clamped like [`Settings::rate_limit`].
+    pub fn publishable_rate_limit(&self) -> RateLimit {
+        let burst = self
+            .publishable_rate_limit_burst
+            .clamp(1, u64::from(crate::rate_limit::MAX_EVENTS));
+        RateLimit::new(self.publishable_rate_limit, burst).unwrap_or(RateLimit {
+            rate: self.publishable_rate_limit,
             burst: std::num::NonZeroU32::MIN,
         })
     }
@@ -615,7 +690,10 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_named_with_their_value_and_range() {
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 13] = [
+        let cases: [(&str, Change); 15] = [
+            ("schema_dir", |s| {
+                s.schema_dir = Some("/nonexistent/eye-schemas".into())
+            }),
             ("admin_silent_minutes", |s| s.admin_silent_minutes = 0),
             ("token_refresh_ms", |s| s.token_refresh_ms = 0),
             ("queue_max_messages", |s| s.queue_max_messages = 0),
@@ -635,6 +713,9 @@ mod tests {
                 s.max_event_bytes = s.max_request_bytes + 1
             }),
             ("queue_prefix", |s| s.queue_prefix = "a b".into()),
+            ("publishable_rate_limit_burst", |s| {
+                s.publishable_rate_limit_burst = 0
+            }),
         ];
         for (name, set) in cases {
             let mut settings = Settings::default();

@@ -15,6 +15,10 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", select_as = "text")]
     pub data: String,
     pub timestamp: DateTimeUtc,
+    /// For an event that arrived in another format (a Segment message), that message less
+    /// what went into `data`, as JSON text; null for events sent in The Eye's own format.
+    #[sea_orm(column_type = "JsonBinary", select_as = "text", nullable)]
+    pub source: Option<String>,
     pub received_at: DateTimeUtc,
     pub stored_at: DateTimeUtc,
 }

@@ -11,5 +11,6 @@ pub mod events;
 pub mod rate_limited;
 pub mod rate_limits;
 pub mod rejected_events;
+pub mod schema_reloads;
 pub mod sessions;
 pub mod tokens;

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
+use eye_core::origin::WebOrigin;
 use eye_core::token::{Claims, Scope, SignError, TokenKeys};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
@@ -22,7 +23,16 @@ pub enum TokenOpError {
     NoSuchApplication(String),
     #[error("application names have 1 to 128 characters")]
     BadName,
+    #[error(
+        "a publishable key needs at least one origin it is used from, e.g. https://shop.example"
+    )]
+    NoOrigins,
+    #[error("a publishable key lists at most {MAX_ORIGINS} origins")]
+    TooManyOrigins,
 }
+
+/// The most origins one publishable key lists: each request compares against them all.
+pub const MAX_ORIGINS: usize = 32;
 
 /// A freshly issued token: the JWT is shown once and never stored.
 #[derive(Debug, Clone)]
@@ -31,6 +41,8 @@ pub struct IssuedToken {
     pub application: applications::Model,
     pub scopes: HashSet<Scope>,
     pub expires_at: DateTime<Utc>,
+    /// A publishable key's origins; empty for a secret token.
+    pub origins: Vec<WebOrigin>,
     pub jwt: String,
 }
 
@@ -91,6 +103,39 @@ pub async fn issue(
     if scopes.contains(&Scope::EventsReadAll) {
         scopes.insert(Scope::EventsRead);
     }
+    insert(db, keys, application, scopes, lifetime, Vec::new()).await
+}
+
+/// A publishable key: `events:write` only, accepted only from pages of `origins`, so it may be
+/// embedded in a web page.
+pub async fn issue_publishable(
+    db: &impl ConnectionTrait,
+    keys: &TokenKeys,
+    application: &str,
+    origins: Vec<WebOrigin>,
+    lifetime: Duration,
+) -> Result<IssuedToken, TokenOpError> {
+    let mut origins = origins;
+    origins.sort_unstable();
+    origins.dedup();
+    if origins.is_empty() {
+        return Err(TokenOpError::NoOrigins);
+    }
+    if origins.len() > MAX_ORIGINS {
+        return Err(TokenOpError::TooManyOrigins);
+    }
+    let scopes = HashSet::from([Scope::EventsWrite]);
+    insert(db, keys, application, scopes, lifetime, origins).await
+}
+
+async fn insert(
+    db: &impl ConnectionTrait,
+    keys: &TokenKeys,
+    application: &str,
+    scopes: HashSet<Scope>,
+    lifetime: Duration,
+    origins: Vec<WebOrigin>,
+) -> Result<IssuedToken, TokenOpError> {
     let application = ensure_application(db, application).await?;
     let now = Utc::now();
     let expires_at = now + lifetime;
@@ -104,6 +149,10 @@ pub async fn issue(
         expires_at: Set(expires_at),
         revoked_at: Set(None),
         last_used_at: Set(None),
+        origins: Set((!origins.is_empty()).then(|| {
+            let names: Vec<_> = origins.iter().map(WebOrigin::as_str).collect();
+            names.join(" ")
+        })),
     }
     .insert(db)
     .await?;
@@ -119,6 +168,7 @@ pub async fn issue(
         application,
         scopes,
         expires_at,
+        origins,
         jwt,
     })
 }
@@ -130,6 +180,18 @@ pub fn scopes(token: &api_tokens::Model) -> HashSet<Scope> {
         .split(',')
         .filter_map(|name| name.parse().ok())
         .collect()
+}
+
+/// A publishable key's origins as stored; `None` for a secret token. An entry this version
+/// cannot read is left out, so it matches no request.
+pub fn origins(token: &api_tokens::Model) -> Option<Vec<WebOrigin>> {
+    let origins = token.origins.as_deref()?;
+    Some(
+        origins
+            .split_whitespace()
+            .filter_map(|origin| WebOrigin::parse(origin).ok())
+            .collect(),
+    )
 }
 
 /// Every token with its application, newest first.

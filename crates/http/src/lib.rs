@@ -5,9 +5,11 @@
 //!   task-local holding it while the request is handled, and the `X-Request-Id` answer header.
 //! - [`problem`]: one problem body for the api, token checks and the admin's read api.
 //! - [`openapi`]: what their OpenAPI descriptions share: problems, the bearer token, request ids.
+//! - [`proxies`]: the client's address, believing forwarding headers of trusted proxies only.
 
 pub mod openapi;
 pub mod problem;
+pub mod proxies;
 pub mod request_id;
 
 pub use eye_core::RequestId;

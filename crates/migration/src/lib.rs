@@ -10,6 +10,9 @@ mod m20261121_000005_index_events_received_at;
 mod m20261123_000006_application_keys;
 mod m20261123_000007_create_dead_letters;
 mod m20261123_000008_rate_limits;
+mod m20261123_000009_event_source;
+mod m20261123_000010_publishable_keys;
+mod m20261123_000011_schema_reloads;
 
 pub struct Migrator;
 
@@ -25,6 +28,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_application_keys::Migration),
             Box::new(m20261123_000007_create_dead_letters::Migration),
             Box::new(m20261123_000008_rate_limits::Migration),
+            Box::new(m20261123_000009_event_source::Migration),
+            Box::new(m20261123_000010_publishable_keys::Migration),
+            Box::new(m20261123_000011_schema_reloads::Migration),
         ]
     }
 }

@@ -178,6 +178,7 @@ impl TestApp {
                 name: seed.name.clone(),
                 data: seed.data.to_string(),
                 timestamp: seed.timestamp,
+                source: None,
                 received_at: received,
             }));
         }

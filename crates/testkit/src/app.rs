@@ -30,6 +30,8 @@ pub struct Options {
     pub proxy_database: bool,
     /// Any other setting.
     pub settings: fn(&mut Settings),
+    /// `schema_dir`, which `settings` cannot set: a test's directory is made at run time.
+    pub schema_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             proxy_broker: false,
             proxy_database: false,
             settings: |_| {},
+            schema_dir: None,
         }
     }
 }
@@ -97,6 +100,7 @@ impl TestApp {
             ..Settings::default()
         };
         (options.settings)(&mut settings);
+        settings.schema_dir = options.schema_dir.or(settings.schema_dir);
         let (database_url, queue, cleanup, broker_proxy, database_proxy) = match backend {
             Backend::Embedded => {
                 let dir = tempfile::tempdir().unwrap();

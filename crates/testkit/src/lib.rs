@@ -10,14 +10,17 @@ mod admin;
 mod app;
 mod backend;
 pub mod browser;
+mod front;
 pub mod logs;
 mod proxy;
 mod rabbit_node;
 pub mod scrape;
+pub mod sdk;
 
 pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
 pub use app::{APPLICATION, Options, TestApp, canonical_events, data_of, event, pageview};
 pub use backend::Backend;
+pub use front::{Front, Passed};
 pub use proxy::Proxy;
 pub use rabbit_node::RabbitNode;
 pub use scrape::Scrape;

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::arrival::Arrival;
 use crate::decode::{self, Context, Part};
 use crate::store::{DeadRow, EventRow, RejectedRow, Row};
+use crate::validation::Registry;
 use crate::{BatchOutcome, Worker, WorkerError};
 
 impl Worker {
@@ -22,10 +23,12 @@ impl Worker {
         let mut parts = Vec::new();
         let mut rows = Vec::new();
         let mut arrivals = Vec::new();
+        // One registry for the whole batch, however a reload goes meanwhile.
+        let registry = self.validators.current();
         for delivery in &batch {
             decode::message(&delivery.body, &mut parts);
             for part in parts.drain(..) {
-                rows.extend(self.row(part, &mut arrivals, || delivery.headers_json()));
+                rows.extend(self.row(part, &registry, &mut arrivals, || delivery.headers_json()));
             }
         }
         let events = rows.iter().filter(|r| !matches!(r, Row::Dead(_))).count();
@@ -49,6 +52,7 @@ impl Worker {
     fn row(
         &self,
         part: Part,
+        registry: &Registry,
         arrivals: &mut Vec<Arrival>,
         headers: impl FnOnce() -> String,
     ) -> Option<Row> {
@@ -58,7 +62,7 @@ impl Worker {
                 return None;
             }
             Part::Event(context, event) => {
-                let reasons = self.registry.check(&event, context.received_at);
+                let reasons = registry.check(&event, context.received_at);
                 if reasons.is_empty() {
                     Row::Event(EventRow {
                         application_id: context.application_id,
@@ -69,6 +73,7 @@ impl Worker {
                         // The received text itself, not a copy of it.
                         data: Box::<str>::from(event.data).into(),
                         timestamp: event.timestamp,
+                        source: event.source.map(|s| Box::<str>::from(s).into()),
                         received_at: context.received_at,
                     })
                 } else {

@@ -112,7 +112,11 @@ fn fallback(row: Row, error: &DbErr) -> Option<Row> {
                 id: event.id,
                 category: truncate(&event.category),
                 name: truncate(&event.name),
-                payload: with_data(&payload, &event.data),
+                payload: with_raw(
+                    with_raw(payload.to_string(), "data", event.data.as_str()),
+                    "source",
+                    event.source.as_deref(),
+                ),
                 reasons: serde_json::to_value([FieldError::new("", "unstorable", message)])
                     .unwrap_or_default(),
                 received_at: event.received_at,
@@ -135,10 +139,13 @@ fn fallback(row: Row, error: &DbErr) -> Option<Row> {
 }
 
 /// The event's fields as JSON text with `data` spliced in exactly as received.
-fn with_data(fields: &serde_json::Value, data: &str) -> String {
-    let fields = fields.to_string();
-    let head = fields.strip_suffix('}').unwrap_or(&fields);
-    format!(r#"{head},"data":{data}}}"#)
+/// `object` with `key` set to JSON text kept as it is (never through `f64`).
+fn with_raw<'a>(object: String, key: &str, raw: impl Into<Option<&'a str>>) -> String {
+    let Some(raw) = raw.into() else {
+        return object;
+    };
+    let head = object.strip_suffix('}').unwrap_or(&object);
+    format!(r#"{head},"{key}":{raw}}}"#)
 }
 
 /// What the database said, without the driver's wrapping; NUL characters removed so the
@@ -191,11 +198,17 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn data_is_spliced_in_as_received() {
-        let fields = serde_json::json!({"id": "x"});
+    fn data_and_source_are_spliced_in_as_received() {
+        let fields = serde_json::json!({"id": "x"}).to_string();
+        let with_data = super::with_raw(fields, "data", r#"{"n":1e400,"s":"\ud800"}"#);
+        assert_eq!(with_data, r#"{"id":"x","data":{"n":1e400,"s":"\ud800"}}"#);
         assert_eq!(
-            super::with_data(&fields, r#"{"n":1e400,"s":"\ud800"}"#),
-            r#"{"id":"x","data":{"n":1e400,"s":"\ud800"}}"#
+            super::with_raw(with_data.clone(), "source", None),
+            with_data
+        );
+        assert_eq!(
+            super::with_raw(with_data, "source", r#"{"userId":1.50}"#),
+            r#"{"id":"x","data":{"n":1e400,"s":"\ud800"},"source":{"userId":1.50}}"#
         );
     }
 }

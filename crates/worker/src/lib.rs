@@ -9,6 +9,8 @@
 //!   permanent error until only the event at fault is left.
 //! - [`live`]: what a stored batch shows to whoever watches live.
 //! - [`dead_letters`]: moving RabbitMQ's dead-letter queue into the `dead_letters` table.
+//! - [`validation`]: which events are valid; [`reload`]: the validators in force, swapped
+//!   when the schema directory is reloaded.
 
 mod arrival;
 mod batch;
@@ -18,6 +20,7 @@ mod decode;
 mod failure;
 mod live;
 pub mod metrics;
+pub mod reload;
 pub mod sql;
 pub mod store;
 pub mod validation;
@@ -30,8 +33,8 @@ use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::WorkerMetrics;
+use crate::reload::Validators;
 use crate::store::Written;
-use crate::validation::Registry;
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +69,7 @@ pub enum WorkerError {
 pub struct Worker {
     db: DatabaseConnection,
     consumer: Consumer,
-    registry: Registry,
+    validators: Validators,
     batch_limit: BatchLimit,
     batch_wait: Duration,
     /// How long a stopping worker keeps retrying writes for the in-process queue.
@@ -78,6 +81,8 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker of the built-in event types; those of `schema_dir` come with
+    /// [`Worker::with_validators`], loaded once for all the workers of a process.
     pub fn new(
         db: DatabaseConnection,
         consumer: Consumer,
@@ -88,7 +93,7 @@ impl Worker {
             db,
             live: consumer.live_publisher(),
             consumer,
-            registry: Registry::builtin(settings),
+            validators: Validators::builtin(settings),
             batch_limit: settings.worker_batch_limit(),
             batch_wait: settings.worker_batch_wait(),
             drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
@@ -100,6 +105,12 @@ impl Worker {
     /// Counts what this worker does into `metrics` (shared by the workers of a process).
     pub fn with_metrics(mut self, metrics: WorkerMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Validates with `validators` (shared with the process's other workers and reloaded).
+    pub fn with_validators(mut self, validators: Validators) -> Self {
+        self.validators = validators;
         self
     }
 

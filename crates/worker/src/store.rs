@@ -26,6 +26,8 @@ pub struct EventRow {
     pub name: String,
     pub data: String,
     pub timestamp: DateTime<Utc>,
+    /// JSON text of the message the event was mapped from, if it came in another format.
+    pub source: Option<String>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -158,6 +160,7 @@ async fn insert_events(
             C::Name,
             C::Data,
             C::Timestamp,
+            C::Source,
             C::ReceivedAt,
             C::StoredAt,
         ])
@@ -171,8 +174,9 @@ async fn insert_events(
                 event.session_id.into(),
                 event.category.clone().into(),
                 event.name.clone().into(),
-                json_text(backend, &event.data),
+                json_text(backend, Some(event.data.as_str())),
                 event.timestamp.into(),
+                json_text(backend, event.source.as_deref()),
                 event.received_at.into(),
                 stored_at.into(),
             ])
@@ -184,7 +188,8 @@ async fn insert_events(
         .collect()
 }
 
-fn json_text(backend: DbBackend, text: &str) -> SimpleExpr {
+/// JSON text, or SQL null, as a value of the column's JSON type.
+fn json_text(backend: DbBackend, text: Option<&str>) -> SimpleExpr {
     match backend {
         DbBackend::Postgres => {
             sea_orm::sea_query::ExprTrait::cast_as(Expr::val(text), Alias::new("jsonb"))

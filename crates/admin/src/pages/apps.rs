@@ -6,6 +6,7 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use chrono::Utc;
+use eye_core::origin::WebOrigin;
 use eye_core::rate_limit::{Rate, RateLimit};
 use eye_core::token::Scope;
 use eye_entity::rate_limits;
@@ -35,6 +36,8 @@ pub struct TokenRow {
     pub expires: Time,
     pub last_used: Option<Time>,
     pub state: &'static str,
+    /// A publishable key's origins; `None` for a secret token.
+    pub origins: Option<Vec<String>>,
 }
 
 #[derive(Template)]
@@ -58,6 +61,8 @@ struct IssuedPage {
     application: String,
     scopes: String,
     expires: Time,
+    /// A publishable key's origins; empty for a secret token.
+    origins: Vec<String>,
     jwt: String,
 }
 
@@ -106,6 +111,8 @@ async fn page(
         .into_iter()
         .map(|(token, app)| (tokens::state(&token, &app, now), token, app))
         .map(|(state, token, app)| TokenRow {
+            origins: tokens::origins(&token)
+                .map(|origins| origins.iter().map(ToString::to_string).collect()),
             id: token.id,
             application: app.name,
             scopes: token.scopes,
@@ -242,6 +249,46 @@ pub struct IssueForm {
     #[serde(default)]
     read: Option<String>,
     days: i64,
+    /// Present for a publishable key, which needs `origins`.
+    #[serde(default)]
+    publishable: Option<String>,
+    /// Origins separated by spaces, commas or lines.
+    #[serde(default)]
+    origins: String,
+}
+
+impl IssueForm {
+    /// A publishable key's origins (`None` for a secret token), or what is wrong with them.
+    fn origins(&self) -> Result<Option<Vec<WebOrigin>>, String> {
+        if self.publishable.is_none() {
+            if !self.origins.trim().is_empty() {
+                return Err("Origins are only for a publishable key: tick \"publishable\".".into());
+            }
+            return Ok(None);
+        }
+        if self.read.is_some() {
+            return Err("A publishable key only sends events: untick events:read.".into());
+        }
+        let origins = self
+            .origins
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|o| !o.is_empty())
+            .map(|o| WebOrigin::parse(o).map_err(|e| format!("Origins: {e}.")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if origins.is_empty() {
+            return Err(
+                "A publishable key needs the origin of the pages that embed it, e.g. https://shop.example."
+                    .into(),
+            );
+        }
+        if origins.len() > tokens::MAX_ORIGINS {
+            return Err(format!(
+                "A publishable key lists at most {} origins.",
+                tokens::MAX_ORIGINS
+            ));
+        }
+        Ok(Some(origins))
+    }
 }
 
 #[tracing::instrument(skip_all)]
@@ -251,6 +298,13 @@ pub async fn issue(
     form: web::Form<IssueForm>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer_posting(&request, &state, &form.csrf).await?;
+    let origins = match form.origins() {
+        Ok(origins) => origins,
+        Err(error) => {
+            let error = format!("No token was issued. {error}");
+            return page(&state, viewer, None, Some(error)).await;
+        }
+    };
     let mut scopes = HashSet::new();
     if form.write.is_some() {
         scopes.insert(Scope::EventsWrite);
@@ -265,8 +319,14 @@ pub async fn issue(
         return Err(PageError::BadForm("a token lives 1 to 3650 days".into()));
     }
     let lifetime = chrono::Duration::days(form.days);
-    let issued = tokens::issue(&state.db, &state.keys, &form.application, scopes, lifetime).await?;
-    tracing::info!(user = %viewer.username, token = %issued.id, "token issued");
+    let issued = match origins {
+        Some(origins) => {
+            tokens::issue_publishable(&state.db, &state.keys, &form.application, origins, lifetime)
+                .await?
+        }
+        None => tokens::issue(&state.db, &state.keys, &form.application, scopes, lifetime).await?,
+    };
+    tracing::info!(user = %viewer.username, token = %issued.id, publishable = !issued.origins.is_empty(), "token issued");
     let mut scopes: Vec<_> = issued.scopes.iter().map(|s| s.as_str()).collect();
     scopes.sort_unstable();
     html(&IssuedPage {
@@ -275,6 +335,7 @@ pub async fn issue(
         application: issued.application.name,
         scopes: scopes.join(","),
         expires: issued.expires_at.into(),
+        origins: issued.origins.iter().map(ToString::to_string).collect(),
         jwt: issued.jwt,
     })
 }

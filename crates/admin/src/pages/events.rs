@@ -149,6 +149,7 @@ struct EventPage {
     received: Time,
     stored: Time,
     data: String,
+    source: Option<String>,
 }
 
 #[tracing::instrument(skip_all)]
@@ -169,6 +170,7 @@ pub async fn detail(
         received: event.received_at.into(),
         stored: event.stored_at.into(),
         data: event.data.clone(),
+        source: event.source.clone(),
     })
 }
 

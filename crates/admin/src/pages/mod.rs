@@ -7,6 +7,7 @@ mod events;
 mod live;
 mod login;
 mod rejected;
+pub(crate) mod types;
 
 use actix_web::{HttpResponse, web};
 
@@ -24,6 +25,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
             web::get().to(events::session),
         )
         .route("/rejected", web::get().to(rejected::list))
+        .route("/types", web::get().to(types::list))
         .route("/live", web::get().to(live::show))
         .route("/live/stream", web::get().to(live::stream))
         .route("/dead-letters", web::get().to(dead::list))

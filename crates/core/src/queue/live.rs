@@ -49,8 +49,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PRESENCE_FRESH: Duration = Duration::from_millis(250);
 /// How long a new watcher waits after registering: longer than [`PRESENCE_FRESH`].
 const PRESENCE_SETTLE: Duration = Duration::from_millis(400);
-/// How long a worker waits for the answer before building the copy anyway.
-const PRESENCE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a worker waits for the answer before building the copy anyway. Generous: the
+/// answer is trusted from when it was asked, so a slow one is simply used less long.
+const PRESENCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a worker waits to open the connection it asks on (at its first batch, or after
+/// the broker went away) before building the copy anyway.
+const PRESENCE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One stored event, or one rejected event (with its reason codes), as watchers see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,18 +169,33 @@ struct Presence {
 }
 
 impl Presence {
-    async fn consumers(&mut self, url: &str, watchers: &str) -> Result<u32, lapin::Error> {
+    /// The watchers' count, and when it was asked: after the connection opened, which is not
+    /// part of the answer's age.
+    async fn consumers(
+        &mut self,
+        url: &str,
+        watchers: &str,
+    ) -> Result<(u32, Instant), Box<dyn std::error::Error + Send + Sync>> {
         let channel = match &self.asking {
             Some((_, channel)) if channel.status().connected() => channel.clone(),
             _ => {
                 self.forget();
-                let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-                let channel = connection.create_channel().await?;
+                let connect = async {
+                    let connection =
+                        Connection::connect(url, ConnectionProperties::default()).await?;
+                    let channel = connection.create_channel().await?;
+                    Ok::<_, lapin::Error>((connection, channel))
+                };
+                let (connection, channel) =
+                    tokio::time::timeout(PRESENCE_CONNECT_TIMEOUT, connect).await??;
                 self.asking = Some((connection, channel.clone()));
                 channel
             }
         };
-        declare_watchers(&channel, watchers).await
+        let asked = Instant::now();
+        let consumers =
+            tokio::time::timeout(PRESENCE_TIMEOUT, declare_watchers(&channel, watchers)).await??;
+        Ok((consumers, asked))
     }
 
     /// Drops the connection asked on, closing it in the background.
@@ -201,18 +220,10 @@ impl AmqpLive {
             return watched;
         }
         // The answer holds from when it was asked, which is before the broker gave it.
-        let asked = Instant::now();
-        let answer = tokio::time::timeout(
-            PRESENCE_TIMEOUT,
-            presence.consumers(&self.url, &self.watchers),
-        )
-        .await;
-        let known = match answer {
-            Ok(Ok(consumers)) => (consumers > 0, asked + PRESENCE_FRESH),
-            failed => {
-                if let Ok(Err(e)) = failed {
-                    tracing::debug!(error = %e, "cannot ask the broker who watches live");
-                }
+        let known = match presence.consumers(&self.url, &self.watchers).await {
+            Ok((consumers, asked)) => (consumers > 0, asked + PRESENCE_FRESH),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot ask the broker who watches live");
                 presence.forget();
                 (true, Instant::now() + RECONNECT_AFTER)
             }

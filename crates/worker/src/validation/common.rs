@@ -9,7 +9,7 @@ use serde_json::Value;
 const COLUMN_CHARS: usize = 128;
 
 /// Longest field path named in a reason; deeper paths are cut.
-const PATH_CHARS: usize = 256;
+pub(super) const PATH_CHARS: usize = 256;
 
 pub(super) struct Limits {
     clock_skew: Duration,
@@ -97,7 +97,7 @@ fn check_label(field: &str, value: &str, max: usize, reasons: &mut Vec<FieldErro
 
 /// Walks `data`: strings within the limit and no NUL characters, which PostgreSQL cannot store.
 /// `path.key` (or `path[i]`), cut at [`PATH_CHARS`] so that deep nesting cannot grow reasons.
-fn child(path: &str, step: std::fmt::Arguments) -> String {
+pub(super) fn child(path: &str, step: std::fmt::Arguments) -> String {
     let mut child = format!("{path}{step}");
     if child.chars().count() > PATH_CHARS {
         child = child.chars().take(PATH_CHARS - 1).collect();

@@ -1,7 +1,7 @@
-//! Who is on the other end of a request. The peer that connected, unless it is a proxy listed in
-//! `admin_trusted_proxies`: then its `X-Forwarded-For` names the client and its
-//! `X-Forwarded-Proto` says whether the client used https. Anyone else's headers are ignored,
-//! so a client cannot choose the address the login throttle counts.
+//! Who is on the other end of a request. The peer that connected, unless it is a trusted proxy
+//! (`admin_trusted_proxies`, `api_trusted_proxies`): then its `X-Forwarded-For` names the client
+//! and its `X-Forwarded-Proto` says whether the client used https. Anyone else's headers are
+//! ignored, so a client cannot choose the address a throttle or rate limit counts.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -10,9 +10,12 @@ use ipnet::IpNet;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "admin_trusted_proxies: `{0}` is not an IP address or a CIDR network (e.g. 10.0.0.1 or 10.0.0.0/8)"
+    "{setting}: `{entry}` is not an IP address or a CIDR network (e.g. 10.0.0.1 or 10.0.0.0/8)"
 )]
-pub struct ProxyError(String);
+pub struct ProxyError {
+    setting: &'static str,
+    entry: String,
+}
 
 /// The proxies whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +29,8 @@ pub struct Origin {
 }
 
 impl TrustedProxies {
-    pub fn parse(entries: &[String]) -> Result<Self, ProxyError> {
+    /// The entries of the setting named `setting` (for the error).
+    pub fn parse(setting: &'static str, entries: &[String]) -> Result<Self, ProxyError> {
         entries
             .iter()
             .map(|entry| {
@@ -34,7 +38,10 @@ impl TrustedProxies {
                 entry
                     .parse::<IpNet>()
                     .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| ProxyError(entry.to_owned()))
+                    .map_err(|_| ProxyError {
+                        setting,
+                        entry: entry.to_owned(),
+                    })
             })
             .collect::<Result<_, _>>()
             .map(Self)
@@ -105,7 +112,11 @@ mod tests {
     use super::*;
 
     fn proxies(entries: &[&str]) -> TrustedProxies {
-        TrustedProxies::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
+        TrustedProxies::parse(
+            "admin_trusted_proxies",
+            &entries.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap()
     }
 
     fn request(peer: &str, forwarded_for: Option<&str>, proto: Option<&str>) -> HttpRequest {
@@ -125,15 +136,19 @@ mod tests {
 
     #[test]
     fn entries_are_addresses_or_networks_and_anything_else_is_named() {
-        assert!(TrustedProxies::parse(&["10.0.0.1".into(), " fd00::/8 ".into()]).is_ok());
-        let error = TrustedProxies::parse(&["10.0.0.0/8".into(), "proxy.local".into()])
+        let parse = |entries: &[&str]| {
+            let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+            TrustedProxies::parse("admin_trusted_proxies", &entries)
+        };
+        assert!(parse(&["10.0.0.1", " fd00::/8 "]).is_ok());
+        let error = parse(&["10.0.0.0/8", "proxy.local"])
             .unwrap_err()
             .to_string();
         assert!(
             error.starts_with("admin_trusted_proxies: `proxy.local`"),
             "{error}"
         );
-        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(parse(&["10.0.0.0/33"]).is_err());
     }
 
     #[test]
