@@ -3,16 +3,25 @@
 //! the key — must not be able to spend the whole application's limit. Counted in events, one
 //! bucket per (application, address) in this api instance; IPv6 addresses count per /64, the
 //! block one subscriber usually holds.
+//!
+//! The buckets are bounded: past [`MAX_ADDRESSES`], an address without a bucket shares one with
+//! every other such address of its application, so a flood from many addresses can neither
+//! grow the map nor spend more than one address's limit, and visitors already counted keep theirs.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use eye_core::rate_limit::RateLimit;
 use eye_core::supervise::{Checkpoint, OnPanic};
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use uuid::Uuid;
 
 use crate::rate_limit::{Refusal, retry_after_secs};
@@ -24,21 +33,39 @@ pub const PRUNE_TASK: &str = "address limit prune";
 /// addresses that sent within about one refill time.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
+/// Buckets of single addresses an api instance keeps at most (about 60 bytes each); past it,
+/// new addresses share their application's overflow bucket.
+pub const MAX_ADDRESSES: usize = 100_000;
+
+/// The key of an application's overflow bucket: no client has the unspecified address.
+const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+type Key = (Uuid, IpAddr);
+
 pub struct AddressLimiter {
     limit: RateLimit,
-    buckets: DefaultKeyedRateLimiter<(Uuid, IpAddr)>,
+    buckets: RateLimiter<Key, CappedBuckets, DefaultClock, NoOpMiddleware>,
     clock: DefaultClock,
 }
 
 impl AddressLimiter {
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_capacity(limit, MAX_ADDRESSES)
+    }
+
+    fn with_capacity(limit: RateLimit, capacity: usize) -> Self {
         let quota = Quota::with_period(limit.rate.interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(limit.burst);
+        let clock = DefaultClock::default();
+        let buckets = CappedBuckets {
+            capacity,
+            states: Mutex::default(),
+        };
         Self {
             limit,
-            buckets: DefaultKeyedRateLimiter::keyed(quota),
-            clock: DefaultClock::default(),
+            buckets: RateLimiter::new(quota, buckets, clock.clone()),
+            clock,
         }
     }
 
@@ -63,7 +90,7 @@ impl AddressLimiter {
         }
     }
 
-    /// Addresses with a bucket now (full buckets are dropped every 30 s).
+    /// Buckets now, overflow ones included (full buckets are dropped every 30 s).
     pub fn addresses(&self) -> usize {
         self.buckets.len()
     }
@@ -88,6 +115,59 @@ impl AddressLimiter {
                 }
             }
         });
+    }
+}
+
+/// governor's state store, a map from key to the time its bucket is full again, with a bound:
+/// a key it has no room for is counted in its application's overflow bucket instead (so the map
+/// holds at most `capacity` addresses and one overflow bucket per application).
+struct CappedBuckets {
+    capacity: usize,
+    states: Mutex<HashMap<Key, Nanos>>,
+}
+
+impl CappedBuckets {
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Nanos>> {
+        // A panic cannot leave a half-written state: every write is one insert.
+        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StateStore for CappedBuckets {
+    type Key = Key;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut states = self.states();
+        let key = if states.len() >= self.capacity && !states.contains_key(key) {
+            (key.0, OVERFLOW)
+        } else {
+            *key
+        };
+        let (outcome, full_again) = f(states.get(&key).copied())?;
+        states.insert(key, full_again);
+        Ok(outcome)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Key> for CappedBuckets {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.states()
+            .retain(|_, full_again| *full_again >= drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.states().shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.states().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.states().is_empty()
     }
 }
 
@@ -145,5 +225,42 @@ mod tests {
         assert_eq!(limiter.check(shop, ip("198.51.100.7"), 5), Ok(()));
         assert!(limiter.check(shop, ip("::ffff:198.51.100.7"), 1).is_err());
         assert_eq!(limiter.addresses(), 3);
+    }
+
+    #[test]
+    fn past_the_bound_new_addresses_share_their_applications_overflow_bucket() {
+        let limiter = AddressLimiter::with_capacity(limit("5/min", 5), 2);
+        let (shop, blog) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(limiter.check(shop, ip("203.0.113.1"), 1), Ok(()));
+        assert_eq!(limiter.check(shop, ip("203.0.113.2"), 1), Ok(()));
+        // Two more addresses of the shop: one bucket of five between them.
+        assert_eq!(limiter.check(shop, ip("203.0.113.3"), 3), Ok(()));
+        assert_eq!(limiter.check(shop, ip("203.0.113.4"), 2), Ok(()));
+        assert!(limiter.check(shop, ip("203.0.113.5"), 1).is_err());
+        // The addresses counted before keep their own buckets, and the blog its own overflow.
+        assert_eq!(limiter.check(shop, ip("203.0.113.1"), 4), Ok(()));
+        assert_eq!(limiter.check(blog, ip("203.0.113.3"), 5), Ok(()));
+        assert_eq!(
+            limiter.addresses(),
+            4,
+            "two addresses and two overflow buckets"
+        );
+    }
+
+    #[test]
+    fn full_buckets_are_dropped_and_make_room_again() {
+        let limiter = AddressLimiter::with_capacity(limit("1000/s", 1), 1);
+        let shop = Uuid::new_v4();
+        assert_eq!(limiter.check(shop, ip("203.0.113.1"), 1), Ok(()));
+        std::thread::sleep(Duration::from_millis(5));
+        limiter.buckets.retain_recent();
+        assert_eq!(limiter.addresses(), 0);
+        assert_eq!(limiter.check(shop, ip("203.0.113.2"), 1), Ok(()));
+        assert_eq!(limiter.check(shop, ip("203.0.113.3"), 1), Ok(()));
+        assert_eq!(
+            limiter.addresses(),
+            2,
+            "the third address is in the overflow bucket"
+        );
     }
 }

@@ -64,7 +64,8 @@
   })();
 
   function page() {
-    return { host: location.hostname, path: location.pathname.slice(0, 2048) };
+    // The port too, when not the scheme's: the host a Segment SDK's page url gives.
+    return { host: location.host, path: location.pathname.slice(0, 2048) };
   }
 
   function track(category, name, data) {

@@ -212,6 +212,12 @@ impl Browser {
             .to_owned()
     }
 
+    /// The value of `script` (a function body: `return …`) run in the page.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": []}))
+            .await
+    }
+
     pub async fn click(&self, css: &str) {
         let id = self.find(css).await;
         self.post(&format!("/element/{id}/click"), json!({})).await;

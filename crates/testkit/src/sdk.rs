@@ -69,3 +69,18 @@ pub fn segment_node() -> PathBuf {
     })
     .join("node_modules")
 }
+
+/// `@segment/analytics-next` from npm: its browser bundle's directory (`index.js`, which
+/// defines `AnalyticsNext`, and the chunks it loads from beside the page).
+pub fn segment_next() -> PathBuf {
+    const PACKAGE: &str = "@segment/analytics-next@1.84.3";
+    let dir = cache().join("node").join("analytics-next-1.84.3");
+    install(&dir, PACKAGE, |dir| {
+        let mut npm = Command::new("npm");
+        npm.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(dir)
+            .arg(PACKAGE);
+        npm
+    })
+    .join("node_modules/@segment/analytics-next/dist/umd")
+}

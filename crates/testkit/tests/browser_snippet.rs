@@ -141,7 +141,7 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
     );
     assert_eq!(
         data_of(&stored[0]),
-        serde_json::json!({"host": "127.0.0.1", "path": "/shop"})
+        serde_json::json!({"host": format!("127.0.0.1:{listed_port}"), "path": "/shop"})
     );
     browser.click("#plain").await;
     browser.click("#label").await;
@@ -150,7 +150,7 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
     assert_eq!(click.category, "page interaction");
     assert_eq!(
         data_of(click),
-        serde_json::json!({"host": "127.0.0.1", "path": "/shop", "element": "sign up"})
+        serde_json::json!({"host": format!("127.0.0.1:{listed_port}"), "path": "/shop", "element": "sign up"})
     );
     assert_eq!(
         click.session_id, stored[0].session_id,
