@@ -266,7 +266,7 @@ async fn messages_posted_by_hand_follow_the_segment_http_api(backend: Backend) {
     // Refusals keep their problem codes, so SDKs drop a 400 and retry a 5xx.
     let refused = post(
         "/v1/batch",
-        json!({"batch": [{"type": "track"}]}).to_string(),
+        json!({"batch": [{"type": "track"}, [1, {"a": 2}], "text"]}).to_string(),
     )
     .header("authorization", basic(&key))
     .send()
@@ -283,7 +283,12 @@ async fn messages_posted_by_hand_follow_the_segment_http_api(backend: Backend) {
         .collect();
     assert_eq!(
         fields,
-        HashSet::from(["batch[0].event", "batch[0].anonymousId"])
+        HashSet::from([
+            "batch[0].event",
+            "batch[0].anonymousId",
+            "batch[1]",
+            "batch[2]"
+        ])
     );
     let no_key = post(
         "/v1/batch",

@@ -3,6 +3,7 @@
 //! `data` as they were sent (numbers exactly), the rest of the message becomes `source`.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -91,6 +92,22 @@ impl<'a> Fields<'a> {
     fn object(&self, key: &str) -> Option<Fields<'a>> {
         self.get(key).and_then(Fields::of)
     }
+
+    /// The object's size as sent, less any whitespace between its members.
+    pub(crate) fn size(&self) -> usize {
+        // `{}`, and per member its quotes, colon and comma.
+        2 + self
+            .0
+            .iter()
+            .map(|(key, value)| key.len() + value.get().len() + 4)
+            .sum::<usize>()
+    }
+}
+
+/// A member of a batch: an object's members, or something else (refused by its index).
+pub(crate) enum Message<'a> {
+    Object(Fields<'a>),
+    NotAnObject,
 }
 
 /// A JSON string's text, borrowed unless it holds escapes.
@@ -120,6 +137,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+fn members<'de, M: MapAccess<'de>>(mut map: M) -> Result<Fields<'de>, M::Error> {
+    let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
+    while let Some((key, value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
+        fields.push((key.0, value));
+    }
+    Ok(Fields(fields))
+}
+
 impl<'de> Deserialize<'de> for Fields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct V;
@@ -128,15 +153,50 @@ impl<'de> Deserialize<'de> for Fields<'de> {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an object")
             }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(12));
-                while let Some((key, value)) = map.next_entry::<Text<'de>, &'de RawValue>()? {
-                    fields.push((key.0, value));
-                }
-                Ok(Fields(fields))
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                members(map)
             }
         }
         deserializer.deserialize_map(V)
+    }
+}
+
+/// Read in the batch's one pass, so a message is not scanned a second time for its members.
+impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Message<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                members(map).map(Message::Object)
+            }
+            fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Message::NotAnObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Message::NotAnObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Message::NotAnObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Message::NotAnObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Message::NotAnObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Message::NotAnObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Message::NotAnObject)
+            }
+        }
+        deserializer.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -144,7 +204,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
 #[derive(Deserialize)]
 pub(crate) struct BatchBody<'a> {
     #[serde(borrow)]
-    pub(crate) batch: Option<Vec<&'a RawValue>>,
+    pub(crate) batch: Option<Vec<Message<'a>>>,
     #[serde(borrow, rename = "sentAt")]
     pub(crate) sent_at: Option<&'a RawValue>,
     #[serde(borrow, rename = "writeKey")]
@@ -162,19 +222,35 @@ pub(crate) struct Receipt<'a> {
     pub(crate) received_at: DateTime<Utc>,
     /// The batch's `sentAt`, for messages that carry none of their own.
     pub(crate) sent_at: Option<&'a RawValue>,
+    /// The last session made from a visitor's id: a batch is often one visitor's.
+    pub(crate) last_session: RefCell<Option<(String, Uuid)>>,
 }
 
-/// The event a message becomes, or the problems that stop it, each named under `prefix`
-/// (`batch[3].`, or nothing for a single message).
+impl<'a> Receipt<'a> {
+    pub(crate) fn new(received_at: DateTime<Utc>, sent_at: Option<&'a RawValue>) -> Self {
+        Self {
+            received_at,
+            sent_at,
+            last_session: RefCell::default(),
+        }
+    }
+}
+
+/// The event a message becomes, or the problems that stop it, each named under its place in
+/// the batch (`batch[3].`; `index` is `None` for a single message).
 pub(crate) fn event(
     message: &Fields<'_>,
     implied: Option<Kind>,
     receipt: &Receipt<'_>,
-    prefix: &str,
+    index: Option<usize>,
 ) -> Result<Event, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut error = |field: &str, code: &str, message: String| {
-        errors.push(FieldError::new(format!("{prefix}{field}"), code, message));
+        let field = match index {
+            Some(index) => format!("batch[{index}].{field}"),
+            None => field.to_owned(),
+        };
+        errors.push(FieldError::new(field, code, message));
     };
     let kind = match (implied, message.str("type")) {
         (Some(kind), _) => Some(kind),
@@ -209,16 +285,22 @@ pub(crate) fn event(
             Uuid::nil()
         }
     };
-    let context = message.object("context").unwrap_or_default();
+    // `context` is read only for what it may hold: a page's url, a session id.
+    let context = message
+        .get("context")
+        .filter(|raw| kind == Some(Kind::Page) || may_hold(raw, "sessionId"))
+        .and_then(Fields::of)
+        .unwrap_or_default();
     let properties = message.object("properties");
-    let session_id = session(message, &context, properties.as_ref()).unwrap_or_else(|| {
-        error(
-            "anonymousId",
-            "required",
-            "anonymousId or userId is required".into(),
-        );
-        Uuid::nil()
-    });
+    let session_id =
+        session(message, &context, properties.as_ref(), receipt).unwrap_or_else(|| {
+            error(
+                "anonymousId",
+                "required",
+                "anonymousId or userId is required".into(),
+            );
+            Uuid::nil()
+        });
     let timestamp = match timestamp(message, receipt) {
         Ok(at) => at,
         Err((field, why)) => {
@@ -297,12 +379,20 @@ fn raw_value(text: String) -> Box<RawValue> {
     RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
+/// Whether the JSON text `raw` may hold the member `key`: it does not when neither the key
+/// nor an escape (which could spell it) is in it.
+fn may_hold(raw: &RawValue, key: &str) -> bool {
+    let text = raw.get();
+    text.contains(key) || text.contains('\\')
+}
+
 /// `context.sessionId` or `properties.session_id` when a UUID; else made from `anonymousId`,
 /// or `userId` when there is none (the same visitor stays in one session).
 fn session(
     message: &Fields<'_>,
     context: &Fields<'_>,
     properties: Option<&Fields<'_>>,
+    receipt: &Receipt<'_>,
 ) -> Option<Uuid> {
     let given = context
         .str_lenient("sessionId")
@@ -316,7 +406,15 @@ fn session(
             let value = text(raw).unwrap_or(Cow::Borrowed(raw.get()));
             if !value.is_empty() {
                 let name = format!("{key}:{value}");
-                return Some(Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes()));
+                let mut last = receipt.last_session.borrow_mut();
+                if let Some((made_from, id)) = last.as_ref()
+                    && *made_from == name
+                {
+                    return Some(*id);
+                }
+                let id = Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes());
+                *last = Some((name, id));
+                return Some(id);
             }
         }
     }
@@ -411,7 +509,7 @@ fn page_data(raw: &RawValue, properties: &Fields<'_>, context: &Fields<'_>) -> S
 /// The message less what went into `data` and less the write key, with the implied `type`
 /// added when the message has none.
 fn source(message: &Fields<'_>, kind: Kind, data_key: &str) -> String {
-    let mut out = String::with_capacity(256);
+    let mut out = String::with_capacity(message.size() + 16);
     out.push('{');
     let mut first = true;
     let mut member = |out: &mut String, key: &Cow<'_, str>, value: &str| {
@@ -457,11 +555,8 @@ mod tests {
     fn map(message: &str, implied: Option<Kind>) -> Result<Event, Vec<(String, String)>> {
         let raw: &RawValue = serde_json::from_str(message).unwrap();
         let fields = Fields::of(raw).unwrap();
-        let receipt = Receipt {
-            received_at: received(),
-            sent_at: None,
-        };
-        event(&fields, implied, &receipt, "batch[0].")
+        let receipt = Receipt::new(received(), None);
+        event(&fields, implied, &receipt, Some(0))
             .map_err(|e| e.into_iter().map(|e| (e.field, e.code)).collect())
     }
 

@@ -13,12 +13,11 @@ use base64::Engine;
 use eye_core::FieldError;
 use eye_core::token::Scope;
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use crate::State;
 use crate::ingest::{self, MAX_REPORTED_ERRORS};
 use crate::problem::ApiError;
-use map::{BatchBody, Fields, Kind, Receipt};
+use map::{BatchBody, Fields, Kind, Message, Receipt};
 
 /// Segment's bounds: a batch request and one message.
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
@@ -195,7 +194,7 @@ async fn receive(
         Some(_) => return Err(ApiError::NotAnEvent),
         None => return Err(ApiError::InvalidJson("the body is empty".into())),
     }
-    // A batch is read in one pass; a single message as its members.
+    // A batch is read in one pass, its messages as their members; a single message likewise.
     let (messages, sent_at, key_in_body) = match implied {
         None => {
             let top: BatchBody = serde_json::from_slice(body).map_err(ingest::invalid_json)?;
@@ -203,11 +202,9 @@ async fn receive(
             (batch_of(top.batch)?, top.sent_at, key)
         }
         Some(_) => {
-            let top: &RawValue = serde_json::from_slice(body).map_err(ingest::invalid_json)?;
-            let key = Fields::of(top)
-                .and_then(|fields| fields.str("writeKey").ok().flatten())
-                .map(|k| k.into_owned());
-            (vec![top], None, key)
+            let top: Fields = serde_json::from_slice(body).map_err(ingest::invalid_json)?;
+            let key = top.str("writeKey").ok().flatten().map(|k| k.into_owned());
+            (vec![Message::Object(top)], None, key)
         }
     };
     let grant = match grant.take() {
@@ -226,38 +223,30 @@ async fn receive(
         "application_id",
         tracing::field::display(grant.application_id),
     );
-    let prefix = if implied.is_none() { "batch" } else { "" };
     if messages.len() > limits.max_events {
         return Err(ApiError::TooManyEvents(limits.max_events));
     }
-    let receipt = Receipt {
-        received_at,
-        sent_at,
-    };
+    let receipt = Receipt::new(received_at, sent_at);
     let message_limit = limits.max_event_bytes.min(MAX_MESSAGE_BYTES);
     let mut events = Vec::with_capacity(messages.len());
     let mut errors = Vec::new();
-    for (index, raw) in messages.into_iter().enumerate() {
-        if raw.get().len() > message_limit {
-            return Err(ApiError::EventTooLarge {
-                index,
-                limit: message_limit,
-            });
-        }
-        let prefix = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}[{index}].")
-        };
-        let Some(message) = Fields::of(raw) else {
+    for (index, message) in messages.into_iter().enumerate() {
+        let Message::Object(message) = message else {
             errors.push(FieldError::new(
-                prefix.trim_end_matches('.'),
+                format!("batch[{index}]"),
                 "invalid_type",
                 "a message must be a JSON object",
             ));
             continue;
         };
-        match map::event(&message, implied, &receipt, &prefix) {
+        if message.size() > message_limit {
+            return Err(ApiError::EventTooLarge {
+                index,
+                limit: message_limit,
+            });
+        }
+        let index = implied.is_none().then_some(index);
+        match map::event(&message, implied, &receipt, index) {
             Ok(event) => events.push(event),
             Err(found) => errors.extend(found),
         }
@@ -272,7 +261,7 @@ async fn receive(
 }
 
 /// The messages of a batch body.
-fn batch_of(batch: Option<Vec<&RawValue>>) -> Result<Vec<&RawValue>, ApiError> {
+fn batch_of(batch: Option<Vec<Message<'_>>>) -> Result<Vec<Message<'_>>, ApiError> {
     match batch {
         None => Err(ApiError::InvalidEvents(vec![FieldError::new(
             "batch",
