@@ -302,5 +302,12 @@ impl Services {
         )
         .await
         .unwrap();
+        // And the queues' policies, which the services set through the management api.
+        let settings = eye_core::Settings {
+            amqp_url: Some(secrecy::SecretString::from(self.amqp_url)),
+            queue_prefix: self.prefix,
+            ..eye_core::Settings::default()
+        };
+        eye_cli::broker::remove_policies(&settings).await.unwrap();
     }
 }

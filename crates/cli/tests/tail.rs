@@ -138,6 +138,13 @@ impl Stack {
             eye_core::queue::delete(&url, &eye_core::queue::Topology::new(&prefix))
                 .await
                 .unwrap();
+            // And the queues' policies, which the services set through the management api.
+            let settings = Settings {
+                amqp_url: Some(SecretString::from(url)),
+                queue_prefix: prefix,
+                ..Settings::default()
+            };
+            eye_cli::broker::remove_policies(&settings).await.unwrap();
         }
         if let Some((server, name)) = self.postgres.take() {
             let server = stack::connect(&server).await.unwrap();
