@@ -368,14 +368,14 @@ impl TestApp {
 
     /// Waits until the table holds `n` dead letters (30 s at most).
     pub async fn wait_for_dead_letters(&self, n: usize) -> Vec<eye_entity::dead_letters::Model> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let rows = self.dead_letters().await;
             if rows.len() == n {
                 return rows;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "expected {n} dead letters, found {}",
                 rows.len()
             );
@@ -389,6 +389,26 @@ impl TestApp {
             .all(&self.db)
             .await
             .unwrap()
+    }
+
+    /// Waits until the stored events match `done` (20 s at most), naming `what` if they never do.
+    pub async fn wait_for_events(
+        &self,
+        what: &str,
+        done: impl Fn(&[events::Model]) -> bool,
+    ) -> Vec<events::Model> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let stored = self.stored_events().await;
+            if done(&stored) {
+                return stored;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} never arrived; stored: {stored:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn rejected_events(&self) -> Vec<rejected_events::Model> {

@@ -56,31 +56,27 @@ pub fn segment_python() -> PathBuf {
     })
 }
 
-/// `@segment/analytics-node` from npm: the `node_modules` directory to put on `NODE_PATH`.
-pub fn segment_node() -> PathBuf {
-    const PACKAGE: &str = "@segment/analytics-node@3.1.0";
-    let dir = cache().join("node").join("analytics-node-3.1.0");
-    install(&dir, PACKAGE, |dir| {
+/// An npm package installed under `dir`: its `node_modules` directory.
+fn npm(package: &str, dir: &str) -> PathBuf {
+    let dir = cache().join("node").join(dir);
+    install(&dir, package, |dir| {
         let mut npm = Command::new("npm");
         npm.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
             .arg(dir)
-            .arg(PACKAGE);
+            .arg(package);
         npm
     })
     .join("node_modules")
 }
 
+/// `@segment/analytics-node` from npm: the `node_modules` directory to put on `NODE_PATH`.
+pub fn segment_node() -> PathBuf {
+    npm("@segment/analytics-node@3.1.0", "analytics-node-3.1.0")
+}
+
 /// `@segment/analytics-next` from npm: its browser bundle's directory (`index.js`, which
-/// defines `AnalyticsNext`, and the chunks it loads from beside the page).
+/// defines `AnalyticsNext`, and the chunks it loads on demand).
 pub fn segment_next() -> PathBuf {
-    const PACKAGE: &str = "@segment/analytics-next@1.84.3";
-    let dir = cache().join("node").join("analytics-next-1.84.3");
-    install(&dir, PACKAGE, |dir| {
-        let mut npm = Command::new("npm");
-        npm.args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(dir)
-            .arg(PACKAGE);
-        npm
-    })
-    .join("node_modules/@segment/analytics-next/dist/umd")
+    npm("@segment/analytics-next@1.84.3", "analytics-next-1.84.3")
+        .join("@segment/analytics-next/dist/umd")
 }

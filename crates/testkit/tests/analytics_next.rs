@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use eye_core::origin::WebOrigin;
-use eye_entity::events;
 use eye_testkit::browser::Browser;
 use eye_testkit::{APPLICATION, Backend, Scrape, TestApp, data_of, sdk};
 use serde_json::json;
@@ -92,26 +91,6 @@ fn page(api_host: &str, key: &str) -> String {
     )
 }
 
-/// Waits until the application's stored events match `done` (20 s at most).
-async fn wait_for(
-    app: &TestApp,
-    what: &str,
-    done: impl Fn(&[events::Model]) -> bool,
-) -> Vec<events::Model> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let stored = app.stored_events().await;
-        if done(&stored) {
-            return stored;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never arrived; stored: {stored:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The api's count of answers with `code`, or with `status` to Segment's one-message paths.
 async fn answers(app: &TestApp, status: &str, code: Option<&str>) -> f64 {
     Scrape::of(&app.client, &app.address)
@@ -179,7 +158,9 @@ async fn analytics_next_on_a_listed_origin_sends_a_page_view_and_a_click(
     browser
         .goto(&format!("http://127.0.0.1:{listed_port}/shop"))
         .await;
-    let stored = wait_for(&app, "the page view", |stored| stored.len() == 1).await;
+    let stored = app
+        .wait_for_events("the page view", |stored| stored.len() == 1)
+        .await;
     let view = &stored[0];
     assert_eq!(
         (view.category.as_str(), view.name.as_str()),
@@ -206,7 +187,9 @@ async fn analytics_next_on_a_listed_origin_sends_a_page_view_and_a_click(
     );
 
     browser.click("#signup").await;
-    let stored = wait_for(&app, "the click", |stored| stored.len() == 2).await;
+    let stored = app
+        .wait_for_events("the click", |stored| stored.len() == 2)
+        .await;
     let click = stored.iter().find(|e| e.name == "Sign Up").unwrap();
     assert_eq!(click.category, "track");
     assert_eq!(data_of(click), json!({"plan": "pro"}));

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use eye_core::origin::WebOrigin;
-use eye_entity::events;
 use eye_testkit::browser::Browser;
 use eye_testkit::{APPLICATION, Backend, Scrape, TestApp, data_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,26 +51,6 @@ fn page(api: &str, key: &str) -> String {
 <button id="plain">Not tracked</button>
 </body></html>"#
     )
-}
-
-/// Waits until the application's stored events match `done` (20 s at most).
-async fn wait_for(
-    app: &TestApp,
-    what: &str,
-    done: impl Fn(&[events::Model]) -> bool,
-) -> Vec<events::Model> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let stored = app.stored_events().await;
-        if done(&stored) {
-            return stored;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what} never arrived; stored: {stored:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The api's count of answers to the browser path with `status`.
@@ -134,7 +113,9 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
     browser
         .goto(&format!("http://127.0.0.1:{listed_port}/shop"))
         .await;
-    let stored = wait_for(&app, "the page view", |stored| stored.len() == 1).await;
+    let stored = app
+        .wait_for_events("the page view", |stored| stored.len() == 1)
+        .await;
     assert_eq!(
         (stored[0].category.as_str(), stored[0].name.as_str()),
         ("page interaction", "pageview")
@@ -145,7 +126,9 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
     );
     browser.click("#plain").await;
     browser.click("#label").await;
-    let stored = wait_for(&app, "the click", |stored| stored.len() == 2).await;
+    let stored = app
+        .wait_for_events("the click", |stored| stored.len() == 2)
+        .await;
     let click = stored.iter().find(|e| e.name == "cta click").unwrap();
     assert_eq!(click.category, "page interaction");
     assert_eq!(
@@ -163,7 +146,9 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
         .await;
     browser.click("#signup").await;
     browser.goto("about:blank").await;
-    let stored = wait_for(&app, "the second visit", |stored| stored.len() == 4).await;
+    let stored = app
+        .wait_for_events("the second visit", |stored| stored.len() == 4)
+        .await;
     assert!(stored.iter().all(|e| e.session_id == stored[0].session_id));
     assert_eq!(app.counts().await, (4, 0), "nothing from the other origin");
 }
