@@ -391,6 +391,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A publishable key of the test's application for `origins` (`scheme://host[:port]`).
+    pub async fn publishable_key(&self, origins: &[&str]) -> tokens::IssuedToken {
+        let origins = origins
+            .iter()
+            .map(|o| eye_core::origin::WebOrigin::parse(o).unwrap())
+            .collect();
+        tokens::issue_publishable(
+            &self.db,
+            &self.keys,
+            APPLICATION,
+            origins,
+            chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Waits until the stored events match `done` (20 s at most), naming `what` if they never do.
     pub async fn wait_for_events(
         &self,

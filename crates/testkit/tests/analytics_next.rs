@@ -6,9 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use eye_core::origin::WebOrigin;
 use eye_testkit::browser::Browser;
-use eye_testkit::{APPLICATION, Backend, Scrape, TestApp, data_of, sdk};
+use eye_testkit::{Backend, Scrape, TestApp, data_of, sdk};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -123,17 +122,10 @@ async fn analytics_next_on_a_listed_origin_sends_a_page_view_and_a_click(
     let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listed_port = listed.local_addr().unwrap().port();
     let other_port = other.local_addr().unwrap().port();
-    let origin = WebOrigin::parse(&format!("http://127.0.0.1:{listed_port}")).unwrap();
-    let key = eye_entity::tokens::issue_publishable(
-        &app.db,
-        &app.keys,
-        APPLICATION,
-        vec![origin],
-        chrono::Duration::hours(1),
-    )
-    .await
-    .unwrap()
-    .jwt;
+    let key = app
+        .publishable_key(&[&format!("http://127.0.0.1:{listed_port}")])
+        .await
+        .jwt;
     let api_host = format!("{}/v1", app.address.trim_start_matches("http://"));
     let html = page(&api_host, &key);
     serve_page(listed, html.clone(), bundle.clone());

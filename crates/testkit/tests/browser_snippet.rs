@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use eye_core::origin::WebOrigin;
 use eye_testkit::browser::Browser;
-use eye_testkit::{APPLICATION, Backend, Scrape, TestApp, data_of};
+use eye_testkit::{Backend, Scrape, TestApp, data_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -78,17 +77,10 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
     let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let listed_port = listed.local_addr().unwrap().port();
     let other_port = other.local_addr().unwrap().port();
-    let origin = WebOrigin::parse(&format!("http://127.0.0.1:{listed_port}")).unwrap();
-    let key = eye_entity::tokens::issue_publishable(
-        &app.db,
-        &app.keys,
-        APPLICATION,
-        vec![origin],
-        chrono::Duration::hours(1),
-    )
-    .await
-    .unwrap()
-    .jwt;
+    let key = app
+        .publishable_key(&[&format!("http://127.0.0.1:{listed_port}")])
+        .await
+        .jwt;
     let html = page(&app.address, &key);
     serve_page(listed, html.clone());
     serve_page(other, html);

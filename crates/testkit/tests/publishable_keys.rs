@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use eye_core::origin::WebOrigin;
 use eye_entity::tokens;
-use eye_testkit::{APPLICATION, Backend, Options, TestApp, on_both_backends, pageview};
+use eye_testkit::{Backend, Options, TestApp, on_both_backends, pageview};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -23,22 +22,6 @@ on_both_backends!(
 );
 
 const SHOP: &str = "https://shop.example";
-
-async fn publishable_key(app: &TestApp, origins: &[&str]) -> tokens::IssuedToken {
-    let origins = origins
-        .iter()
-        .map(|o| WebOrigin::parse(o).unwrap())
-        .collect();
-    tokens::issue_publishable(
-        &app.db,
-        &app.keys,
-        APPLICATION,
-        origins,
-        chrono::Duration::hours(1),
-    )
-    .await
-    .unwrap()
-}
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339()
@@ -85,7 +68,8 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
 
 async fn a_publishable_key_sends_only_from_the_pages_of_its_origins(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let key = publishable_key(&app, &[SHOP, "http://localhost:3000"])
+    let key = app
+        .publishable_key(&[SHOP, "http://localhost:3000"])
         .await
         .jwt;
 
@@ -184,7 +168,7 @@ async fn a_publishable_key_sends_only_from_the_pages_of_its_origins(backend: Bac
 
 async fn a_publishable_key_never_reads(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let key = publishable_key(&app, &[SHOP]).await.jwt;
+    let key = app.publishable_key(&[SHOP]).await.jwt;
     for path in [
         "/api/v1/events",
         "/api/v1/rejected-events",
@@ -244,7 +228,7 @@ async fn wait_for_preflight(app: &TestApp, origin: &str, status: StatusCode) -> 
 
 async fn preflights_are_answered_for_the_origins_of_active_keys_only(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    publishable_key(&app, &[SHOP]).await;
+    app.publishable_key(&[SHOP]).await;
     wait_for_preflight(&app, SHOP, StatusCode::NO_CONTENT).await;
     for path in ["/v1/events", "/v1/browser/events"] {
         let answered = preflight(&app, path, Some(SHOP)).await;
@@ -281,7 +265,7 @@ async fn preflights_are_answered_for_the_origins_of_active_keys_only(backend: Ba
 
 async fn a_revoked_publishable_key_is_refused_and_its_origin_no_longer_answered(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let key = publishable_key(&app, &[SHOP]).await;
+    let key = app.publishable_key(&[SHOP]).await;
     let sent = send_from(&app, Some(SHOP), Some(&key.jwt), pageview("/", &now())).await;
     assert_eq!(sent.status(), StatusCode::ACCEPTED);
     assert!(tokens::revoke(&app.db, key.id).await.unwrap());
@@ -307,7 +291,7 @@ async fn secret_tokens_get_no_cors_headers_and_no_limit_per_address(backend: Bac
         },
     )
     .await;
-    publishable_key(&app, &[SHOP]).await;
+    app.publishable_key(&[SHOP]).await;
     for _ in 0..3 {
         let sent = app
             .post(&json!([pageview("/", &now()), pageview("/x", &now())]))
@@ -332,7 +316,7 @@ async fn each_client_address_has_its_own_limit_with_a_publishable_key(backend: B
         },
     )
     .await;
-    let key = publishable_key(&app, &[SHOP]).await.jwt;
+    let key = app.publishable_key(&[SHOP]).await.jwt;
     let two = json!([pageview("/a", &now()), pageview("/b", &now())]);
     let sent = send_from(&app, Some(SHOP), Some(&key), two.clone()).await;
     assert_eq!(sent.status(), StatusCode::ACCEPTED);
@@ -388,7 +372,7 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy(backend: Backend)
         },
     )
     .await;
-    let key = publishable_key(&app, &[SHOP]).await.jwt;
+    let key = app.publishable_key(&[SHOP]).await.jwt;
     let from = |client: &'static str| {
         app.client
             .post(format!("{}/v1/browser/events", app.address))
