@@ -4,9 +4,10 @@
 //! bucket per (application, address) in this api instance; IPv6 addresses count per /64, the
 //! block one subscriber usually holds.
 //!
-//! The buckets are bounded: past [`MAX_ADDRESSES`], an address without a bucket shares one with
-//! every other such address of its application, so a flood from many addresses can neither
-//! grow the map nor spend more than one address's limit, and visitors already counted keep theirs.
+//! The buckets are bounded, per application and in all: past either bound, an address without
+//! a bucket shares one with every other such address of its application, so a flood from many
+//! addresses can neither grow the map nor spend more than one address's limit, visitors already
+//! counted keep theirs, and other applications keep room for their own.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -33,12 +34,15 @@ pub const PRUNE_TASK: &str = "address limit prune";
 /// addresses that sent within about one refill time.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
-/// Buckets of single addresses an api instance keeps at most (about 60 bytes each); past it,
-/// new addresses share their application's overflow bucket.
-pub const MAX_ADDRESSES: usize = 100_000;
+/// Buckets of single addresses an api instance keeps at most for one application, and for all
+/// together (about 60 bytes each); past either, new addresses share their application's
+/// overflow bucket.
+pub const MAX_ADDRESSES_PER_APPLICATION: usize = 100_000;
+pub const MAX_ADDRESSES: usize = 500_000;
 
-/// The key of an application's overflow bucket: no client has the unspecified address.
-const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+/// The key of an application's overflow bucket: never a client's block, whose IPv6 form has
+/// its low 64 bits zero.
+const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0xffff, 0xffff, 0xffff));
 
 type Key = (Uuid, IpAddr);
 
@@ -50,17 +54,18 @@ pub struct AddressLimiter {
 
 impl AddressLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        Self::with_capacity(limit, MAX_ADDRESSES)
+        Self::with_capacity(limit, MAX_ADDRESSES_PER_APPLICATION, MAX_ADDRESSES)
     }
 
-    fn with_capacity(limit: RateLimit, capacity: usize) -> Self {
+    fn with_capacity(limit: RateLimit, per_application: usize, total: usize) -> Self {
         let quota = Quota::with_period(limit.rate.interval())
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(limit.burst);
         let clock = DefaultClock::default();
         let buckets = CappedBuckets {
-            capacity,
-            states: Mutex::default(),
+            per_application,
+            total,
+            buckets: Mutex::default(),
         };
         Self {
             limit,
@@ -118,18 +123,26 @@ impl AddressLimiter {
     }
 }
 
-/// governor's state store, a map from key to the time its bucket is full again, with a bound:
-/// a key it has no room for is counted in its application's overflow bucket instead (so the map
-/// holds at most `capacity` addresses and one overflow bucket per application).
+/// governor's state store, a map from key to the time its bucket is full again, with bounds: a
+/// key it has no room for (`per_application` addresses of its application, or `total` buckets
+/// in all) is counted in its application's overflow bucket instead.
 struct CappedBuckets {
-    capacity: usize,
-    states: Mutex<HashMap<Key, Nanos>>,
+    per_application: usize,
+    total: usize,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Default)]
+struct Buckets {
+    states: HashMap<Key, Nanos>,
+    /// Addresses with a bucket of their own, per application.
+    addresses: HashMap<Uuid, usize>,
 }
 
 impl CappedBuckets {
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Nanos>> {
-        // A panic cannot leave a half-written state: every write is one insert.
-        self.states.lock().unwrap_or_else(|e| e.into_inner())
+    fn buckets(&self) -> std::sync::MutexGuard<'_, Buckets> {
+        // A panic cannot leave a half-written state: the closure under the lock only computes.
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -140,34 +153,55 @@ impl StateStore for CappedBuckets {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let mut states = self.states();
-        let key = if states.len() >= self.capacity && !states.contains_key(key) {
-            (key.0, OVERFLOW)
-        } else {
-            *key
+        let mut buckets = self.buckets();
+        let (application, _) = *key;
+        let room = || {
+            buckets.addresses.get(&application).copied().unwrap_or(0) < self.per_application
+                && buckets.states.len() < self.total
         };
-        let (outcome, full_again) = f(states.get(&key).copied())?;
-        states.insert(key, full_again);
+        let key = if buckets.states.contains_key(key) || room() {
+            *key
+        } else {
+            (application, OVERFLOW)
+        };
+        let (outcome, full_again) = f(buckets.states.get(&key).copied())?;
+        if buckets.states.insert(key, full_again).is_none() && key.1 != OVERFLOW {
+            *buckets.addresses.entry(application).or_default() += 1;
+        }
         Ok(outcome)
     }
 }
 
 impl ShrinkableKeyedStateStore<Key> for CappedBuckets {
+    /// Drops the buckets that are full again, as governor's own stores do.
     fn retain_recent(&self, drop_below: Nanos) {
-        self.states()
-            .retain(|_, full_again| *full_again >= drop_below);
+        let mut buckets = self.buckets();
+        let Buckets { states, addresses } = &mut *buckets;
+        states.retain(|&(application, address), full_again| {
+            let keep = *full_again > drop_below;
+            if !keep
+                && address != OVERFLOW
+                && let Some(count) = addresses.get_mut(&application)
+            {
+                *count -= 1;
+            }
+            keep
+        });
+        addresses.retain(|_, count| *count > 0);
     }
 
     fn shrink_to_fit(&self) {
-        self.states().shrink_to_fit();
+        let mut buckets = self.buckets();
+        buckets.states.shrink_to_fit();
+        buckets.addresses.shrink_to_fit();
     }
 
     fn len(&self) -> usize {
-        self.states().len()
+        self.buckets().states.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.states().is_empty()
+        self.buckets().states.is_empty()
     }
 }
 
@@ -228,8 +262,8 @@ mod tests {
     }
 
     #[test]
-    fn past_the_bound_new_addresses_share_their_applications_overflow_bucket() {
-        let limiter = AddressLimiter::with_capacity(limit("5/min", 5), 2);
+    fn past_its_bound_an_applications_new_addresses_share_its_overflow_bucket() {
+        let limiter = AddressLimiter::with_capacity(limit("5/min", 5), 2, 100);
         let (shop, blog) = (Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(limiter.check(shop, ip("203.0.113.1"), 1), Ok(()));
         assert_eq!(limiter.check(shop, ip("203.0.113.2"), 1), Ok(()));
@@ -237,9 +271,27 @@ mod tests {
         assert_eq!(limiter.check(shop, ip("203.0.113.3"), 3), Ok(()));
         assert_eq!(limiter.check(shop, ip("203.0.113.4"), 2), Ok(()));
         assert!(limiter.check(shop, ip("203.0.113.5"), 1).is_err());
-        // The addresses counted before keep their own buckets, and the blog its own overflow.
+        // The addresses counted before keep their own buckets, and the flood on the shop
+        // leaves the blog room for addresses of its own.
         assert_eq!(limiter.check(shop, ip("203.0.113.1"), 4), Ok(()));
         assert_eq!(limiter.check(blog, ip("203.0.113.3"), 5), Ok(()));
+        assert_eq!(limiter.check(blog, ip("203.0.113.4"), 5), Ok(()));
+        assert_eq!(
+            limiter.addresses(),
+            5,
+            "four addresses and the shop's overflow"
+        );
+    }
+
+    #[test]
+    fn past_the_bound_of_all_every_application_has_one_overflow_bucket() {
+        let limiter = AddressLimiter::with_capacity(limit("5/min", 5), 100, 2);
+        let (shop, blog) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(limiter.check(shop, ip("203.0.113.1"), 5), Ok(()));
+        assert_eq!(limiter.check(blog, ip("203.0.113.1"), 5), Ok(()));
+        assert_eq!(limiter.check(shop, ip("203.0.113.2"), 5), Ok(()));
+        assert!(limiter.check(shop, ip("203.0.113.3"), 1).is_err());
+        assert_eq!(limiter.check(blog, ip("203.0.113.2"), 5), Ok(()));
         assert_eq!(
             limiter.addresses(),
             4,
@@ -248,8 +300,22 @@ mod tests {
     }
 
     #[test]
+    fn no_client_counts_in_the_overflow_bucket_by_its_address() {
+        for address in [
+            "::",
+            "::1",
+            "::ffff:ffff:ffff:ffff",
+            "2001:db8::ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "255.255.255.255",
+        ] {
+            assert_ne!(block_of(ip(address)), OVERFLOW, "{address}");
+        }
+    }
+
+    #[test]
     fn full_buckets_are_dropped_and_make_room_again() {
-        let limiter = AddressLimiter::with_capacity(limit("1000/s", 1), 1);
+        let limiter = AddressLimiter::with_capacity(limit("1000/s", 1), 1, 100);
         let shop = Uuid::new_v4();
         assert_eq!(limiter.check(shop, ip("203.0.113.1"), 1), Ok(()));
         std::thread::sleep(Duration::from_millis(5));

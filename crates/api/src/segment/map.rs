@@ -93,13 +93,18 @@ impl<'a> Fields<'a> {
         self.get(key).and_then(Fields::of)
     }
 
-    /// The object's size as sent, less any whitespace between its members.
+    /// The object's size as it is kept: its members as sent, without whitespace between them,
+    /// and a key that held escapes as it is written again (see [`source`]).
     pub(crate) fn size(&self) -> usize {
+        let key_len = |key: &Cow<'_, str>| match key {
+            Cow::Borrowed(key) => key.len(),
+            Cow::Owned(key) => serde_json::Value::from(key.as_str()).to_string().len() - 2,
+        };
         // `{}`, and per member its quotes, colon and comma.
         2 + self
             .0
             .iter()
-            .map(|(key, value)| key.len() + value.get().len() + 4)
+            .map(|(key, value)| key_len(key) + value.get().len() + 4)
             .sum::<usize>()
     }
 }
@@ -562,6 +567,26 @@ mod tests {
 
     fn json(raw: &RawValue) -> serde_json::Value {
         serde_json::from_str(raw.get()).unwrap()
+    }
+
+    #[test]
+    fn a_message_is_measured_as_it_is_kept() {
+        let raw: &RawValue = serde_json::from_str(
+            r#"{ "a\u0001\u0002": "x",  "\u0041": 1, "type" : "track", "b": [1, 2] }"#,
+        )
+        .unwrap();
+        let fields = Fields::of(raw).unwrap();
+        let kept = source(&fields, Kind::Track, "properties");
+        assert_eq!(
+            kept,
+            r#"{"a\u0001\u0002":"x","A":1,"type":"track","b":[1, 2]}"#
+        );
+        // At most one comma more than what is kept.
+        assert!(
+            (kept.len()..=kept.len() + 1).contains(&fields.size()),
+            "{}",
+            fields.size()
+        );
     }
 
     #[test]
