@@ -154,18 +154,17 @@ impl StateStore for CappedBuckets {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let mut buckets = self.buckets();
+        if let Some(full_again) = buckets.states.get_mut(key) {
+            let (outcome, next) = f(Some(*full_again))?;
+            *full_again = next;
+            return Ok(outcome);
+        }
         let (application, _) = *key;
-        let room = || {
-            buckets.addresses.get(&application).copied().unwrap_or(0) < self.per_application
-                && buckets.states.len() < self.total
-        };
-        let key = if buckets.states.contains_key(key) || room() {
-            *key
-        } else {
-            (application, OVERFLOW)
-        };
+        let room = buckets.addresses.get(&application).copied().unwrap_or(0) < self.per_application
+            && buckets.states.len() < self.total;
+        let key = if room { *key } else { (application, OVERFLOW) };
         let (outcome, full_again) = f(buckets.states.get(&key).copied())?;
-        if buckets.states.insert(key, full_again).is_none() && key.1 != OVERFLOW {
+        if buckets.states.insert(key, full_again).is_none() && room {
             *buckets.addresses.entry(application).or_default() += 1;
         }
         Ok(outcome)

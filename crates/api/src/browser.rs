@@ -6,8 +6,7 @@ use std::borrow::Cow;
 
 use actix_web::http::Method;
 use actix_web::http::header::{
-    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
-    X_CONTENT_TYPE_OPTIONS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS,
 };
 use actix_web::{HttpRequest, HttpResponse, web};
 use eye_core::token::Scope;
@@ -107,18 +106,10 @@ pub async fn post_events(
 
 /// `text/plain` or `application/json`, with any parameters (`charset=UTF-8`).
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("text/plain")
-        || essence.eq_ignore_ascii_case("application/json")
-    {
-        Ok(())
-    } else {
-        Err(ApiError::BrowserMediaType)
+    match ingest::media_type(request) {
+        Some(m) if m.eq_ignore_ascii_case("text/plain") => Ok(()),
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(()),
+        _ => Err(ApiError::BrowserMediaType),
     }
 }
 

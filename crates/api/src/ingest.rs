@@ -153,17 +153,17 @@ pub struct Limits {
 }
 
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    let content_type = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
+    if media_type(request).is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
     }
+}
+
+/// The request's media type without its parameters (`charset=UTF-8`), if it names one.
+pub(crate) fn media_type(request: &HttpRequest) -> Option<&str> {
+    let value = request.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or("").trim())
 }
 
 pub(crate) fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {

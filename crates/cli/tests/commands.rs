@@ -7,52 +7,13 @@ use std::process::{Child, Command, Output, Stdio};
 use eye_core::token::{Scope, TokenKeys};
 use eye_migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
+use support::TestDb;
+
+mod support;
 
 const SECRET: &str = "command-test-secret-command-test-secret";
 
-/// A database for one test: a SQLite file, or a fresh PostgreSQL database when
-/// `EYE_TEST_DATABASE_URL` is set (dropped at the end).
-struct TestDb {
-    url: String,
-    _dir: tempfile::TempDir,
-    postgres: Option<(String, String)>,
-}
-
 impl TestDb {
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display());
-        Self {
-            url,
-            _dir: dir,
-            postgres: None,
-        }
-    }
-
-    async fn postgres() -> Option<Self> {
-        let Ok(admin_url) = std::env::var("EYE_TEST_DATABASE_URL") else {
-            assert!(
-                std::env::var("EYE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "EYE_REQUIRE_SERVICES=1 but EYE_TEST_DATABASE_URL is not set"
-            );
-            eprintln!("skipping the PostgreSQL variant: EYE_TEST_DATABASE_URL is not set");
-            return None;
-        };
-        let name = format!("eye_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = eye_cli::stack::connect(&admin_url).await.unwrap();
-        admin
-            .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
-            .await
-            .unwrap();
-        let mut url = reqwest::Url::parse(&admin_url).unwrap();
-        url.set_path(&name);
-        Some(Self {
-            url: url.to_string(),
-            _dir: tempfile::tempdir().unwrap(),
-            postgres: Some((admin_url, name)),
-        })
-    }
-
     fn eye(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_eye"))
             .args(args)
@@ -153,16 +114,6 @@ impl TestDb {
         rows.iter()
             .map(|r| r.try_get::<String>("", "name").unwrap())
             .collect()
-    }
-
-    async fn drop(self) {
-        if let Some((admin_url, name)) = &self.postgres {
-            let admin = eye_cli::stack::connect(admin_url).await.unwrap();
-            admin
-                .execute_unprepared(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
-                .await
-                .unwrap();
-        }
     }
 }
 

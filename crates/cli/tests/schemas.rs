@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 use eye_migration::MigratorTrait;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
+use support::TestDb;
+
+mod support;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/schemas")
@@ -263,57 +266,17 @@ fn a_worker_with_a_broken_schema_file_or_no_directory_stops_at_start_naming_it()
 
 /// A migrated database for one test: SQLite, or PostgreSQL when `EYE_TEST_DATABASE_URL` is
 /// set; `drop` names the PostgreSQL database to remove afterwards.
-struct Database {
-    url: String,
-    _dir: tempfile::TempDir,
-    drop: Option<(String, String)>,
-}
-
-impl Database {
-    async fn remove(self) {
-        if let Some((admin_url, name)) = self.drop {
-            let admin = eye_cli::stack::connect(&admin_url).await.unwrap();
-            admin
-                .execute_unprepared(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn database(postgres: bool) -> Option<Database> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut drop = None;
-    let url = if postgres {
-        let Ok(admin_url) = std::env::var("EYE_TEST_DATABASE_URL") else {
-            assert!(
-                std::env::var("EYE_REQUIRE_SERVICES").as_deref() != Ok("1"),
-                "EYE_REQUIRE_SERVICES=1 but EYE_TEST_DATABASE_URL is not set"
-            );
-            eprintln!("skipping the PostgreSQL variant: EYE_TEST_DATABASE_URL is not set");
-            return None;
-        };
-        let name = format!("eye_test_{}", uuid::Uuid::new_v4().simple());
-        let admin = eye_cli::stack::connect(&admin_url).await.unwrap();
-        admin
-            .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
-            .await
-            .unwrap();
-        let mut url = reqwest::Url::parse(&admin_url).unwrap();
-        url.set_path(&name);
-        drop = Some((admin_url, name));
-        url.to_string()
+/// A migrated database of the test's own (`None`: PostgreSQL is not available).
+async fn database(postgres: bool) -> Option<TestDb> {
+    let database = if postgres {
+        TestDb::postgres().await?
     } else {
-        format!("sqlite://{}?mode=rwc", dir.path().join("eye.db").display())
+        TestDb::sqlite().await
     };
-    let db = eye_cli::stack::connect(&url).await.unwrap();
+    let db = eye_cli::stack::connect(&database.url).await.unwrap();
     eye_migration::Migrator::up(&db, None).await.unwrap();
     db.close().await.unwrap();
-    Some(Database {
-        url,
-        _dir: dir,
-        drop,
-    })
+    Some(database)
 }
 
 async fn reloads(url: &str) -> i64 {
@@ -355,7 +318,7 @@ async fn reload_records_a_request_unless_the_local_directory_is_broken(postgres:
         "{err}"
     );
     assert_eq!(reloads(&url).await, 1);
-    database.remove().await;
+    database.drop().await;
 }
 
 #[tokio::test]

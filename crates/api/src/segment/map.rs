@@ -3,7 +3,6 @@
 //! `data` as they were sent (numbers exactly), the rest of the message becomes `source`.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -227,18 +226,6 @@ pub(crate) struct Receipt<'a> {
     pub(crate) received_at: DateTime<Utc>,
     /// The batch's `sentAt`, for messages that carry none of their own.
     pub(crate) sent_at: Option<&'a RawValue>,
-    /// The last session made from a visitor's id: a batch is often one visitor's.
-    pub(crate) last_session: RefCell<Option<(String, Uuid)>>,
-}
-
-impl<'a> Receipt<'a> {
-    pub(crate) fn new(received_at: DateTime<Utc>, sent_at: Option<&'a RawValue>) -> Self {
-        Self {
-            received_at,
-            sent_at,
-            last_session: RefCell::default(),
-        }
-    }
 }
 
 /// The event a message becomes, or the problems that stop it, each named under its place in
@@ -297,15 +284,14 @@ pub(crate) fn event(
         .and_then(Fields::of)
         .unwrap_or_default();
     let properties = message.object("properties");
-    let session_id =
-        session(message, &context, properties.as_ref(), receipt).unwrap_or_else(|| {
-            error(
-                "anonymousId",
-                "required",
-                "anonymousId or userId is required".into(),
-            );
-            Uuid::nil()
-        });
+    let session_id = session(message, &context, properties.as_ref()).unwrap_or_else(|| {
+        error(
+            "anonymousId",
+            "required",
+            "anonymousId or userId is required".into(),
+        );
+        Uuid::nil()
+    });
     let timestamp = match timestamp(message, receipt) {
         Ok(at) => at,
         Err((field, why)) => {
@@ -397,7 +383,6 @@ fn session(
     message: &Fields<'_>,
     context: &Fields<'_>,
     properties: Option<&Fields<'_>>,
-    receipt: &Receipt<'_>,
 ) -> Option<Uuid> {
     let given = context
         .str_lenient("sessionId")
@@ -411,15 +396,7 @@ fn session(
             let value = text(raw).unwrap_or(Cow::Borrowed(raw.get()));
             if !value.is_empty() {
                 let name = format!("{key}:{value}");
-                let mut last = receipt.last_session.borrow_mut();
-                if let Some((made_from, id)) = last.as_ref()
-                    && *made_from == name
-                {
-                    return Some(*id);
-                }
-                let id = Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes());
-                *last = Some((name, id));
-                return Some(id);
+                return Some(Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes()));
             }
         }
     }
@@ -560,7 +537,10 @@ mod tests {
     fn map(message: &str, implied: Option<Kind>) -> Result<Event, Vec<(String, String)>> {
         let raw: &RawValue = serde_json::from_str(message).unwrap();
         let fields = Fields::of(raw).unwrap();
-        let receipt = Receipt::new(received(), None);
+        let receipt = Receipt {
+            received_at: received(),
+            sent_at: None,
+        };
         event(&fields, implied, &receipt, Some(0))
             .map_err(|e| e.into_iter().map(|e| (e.field, e.code)).collect())
     }

@@ -226,7 +226,10 @@ async fn receive(
     if messages.len() > limits.max_events {
         return Err(ApiError::TooManyEvents(limits.max_events));
     }
-    let receipt = Receipt::new(received_at, sent_at);
+    let receipt = Receipt {
+        received_at,
+        sent_at,
+    };
     let message_limit = limits.max_event_bytes.min(MAX_MESSAGE_BYTES);
     let mut events = Vec::with_capacity(messages.len());
     let mut errors = Vec::new();
@@ -275,22 +278,13 @@ fn batch_of(batch: Option<Vec<Message<'_>>>) -> Result<Vec<Message<'_>>, ApiErro
 
 /// `application/json`, `text/plain` (what browsers send to avoid a preflight) or nothing.
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    let Some(value) = request.headers().get(CONTENT_TYPE) else {
+    if !request.headers().contains_key(CONTENT_TYPE) {
         return Ok(());
-    };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim();
-    if essence.eq_ignore_ascii_case("application/json")
-        || essence.eq_ignore_ascii_case("text/plain")
-    {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
+    }
+    match ingest::media_type(request) {
+        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(()),
+        Some(m) if m.eq_ignore_ascii_case("text/plain") => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType),
     }
 }
 
