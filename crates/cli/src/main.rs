@@ -22,6 +22,11 @@ use eye_worker::metrics::WorkerMetrics;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Every request parses and maps many small values; glibc's allocator spent a quarter of the
+/// api's time on them (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "eye",

@@ -7,6 +7,7 @@ use eye_admin::{Admin, QueueProbe};
 use eye_api::Api;
 use eye_core::Settings;
 use eye_core::queue::{AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology};
+use eye_core::settings::QueueCompression;
 use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
 use eye_worker::consume::Shutdown;
@@ -43,12 +44,15 @@ impl Queue {
 
     pub fn publisher(&self, settings: &Settings) -> anyhow::Result<Publisher> {
         Ok(match self {
-            Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(AmqpPublisher::new(
-                url,
-                Topology::new(&settings.queue_prefix),
-                settings.publish_channels,
-                settings.publish_timeout(),
-            )?)),
+            Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(
+                AmqpPublisher::new(
+                    url,
+                    Topology::new(&settings.queue_prefix),
+                    settings.publish_channels,
+                    settings.publish_timeout(),
+                )?
+                .with_compression(settings.queue_compression == QueueCompression::Lz4),
+            )),
             Queue::Memory(queue) => Publisher::Memory(queue.clone()),
         })
     }

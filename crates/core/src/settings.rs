@@ -104,6 +104,10 @@ pub struct Settings {
     pub queue_max_messages: u64,
     /// Most bytes the ingest queue holds; past it the broker refuses publishes (503).
     pub queue_max_bytes: u64,
+    /// How the api publishes envelopes of many events: `lz4` (compressed, marked by their
+    /// content-encoding; workers read both forms) or `off`. Turn it off while workers older
+    /// than the api still consume, since they cannot read a compressed message.
+    pub queue_compression: QueueCompression,
     /// RabbitMQ's management api, where `eye migrate` and the services set the queue policy.
     /// Unset: `http://` the AMQP host on port 15672 with the AMQP credentials and vhost.
     /// `off`: the services set no policy (an operator manages it).
@@ -143,6 +147,13 @@ pub enum UnknownEventPolicy {
     Accept,
     /// Reject it with `unknown_event_type`.
     Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueCompression {
+    Lz4,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -206,6 +217,7 @@ impl Default for Settings {
             clock_skew_secs: 60,
             event_not_before: DateTime::UNIX_EPOCH,
             unknown_events: UnknownEventPolicy::Accept,
+            queue_compression: QueueCompression::Lz4,
             schema_dir: None,
             max_name_chars: 128,
             max_data_string_chars: 8 * 1024,
@@ -626,6 +638,27 @@ mod tests {
             assert_eq!(settings.api_addr, "0.0.0.0:9000");
             assert_eq!(settings.unknown_events, UnknownEventPolicy::Reject);
             assert_eq!(settings.max_events_per_request, 500);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn queue_compression_is_lz4_unless_turned_off_and_nothing_else() {
+        figment::Jail::expect_with(|jail| {
+            let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.queue_compression, QueueCompression::Lz4);
+            jail.set_env("EYE_QUEUE_COMPRESSION", "off");
+            let settings = Settings::load(Path::new("eye.toml")).map_err(|e| e.to_string())?;
+            assert_eq!(settings.queue_compression, QueueCompression::Off);
+            jail.set_env("EYE_QUEUE_COMPRESSION", "zstd");
+            let error = Settings::load(Path::new("eye.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("EYE_") && error.contains("QUEUE_COMPRESSION"),
+                "{error}"
+            );
+            assert!(error.contains("zstd"), "{error}");
             Ok(())
         });
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use eye_entity::dead::{self, Selection};
 use eye_entity::dead_letters;
-use eye_testkit::{Backend, TestApp, on_both_backends};
+use eye_testkit::{Backend, TestApp, on_both_backends, on_services};
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, Set};
 use serde_json::{Value, json};
@@ -22,6 +22,8 @@ on_both_backends!(
     an_admin_without_a_queue_lists_and_discards_but_does_not_replay,
     the_cli_replay_publishes_through_rabbitmq_or_points_to_the_admin,
 );
+
+on_services!(a_compressed_message_that_does_not_decode_is_a_dead_letter_and_costs_no_other);
 
 /// An envelope of version `v` holding `events` pageviews of the test application, with ids.
 async fn envelope(app: &TestApp, v: u64, events: usize) -> (Value, Vec<Uuid>) {
@@ -69,11 +71,17 @@ async fn a_message_with_an_unknown_envelope_version_is_shown_on_the_dead_letters
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let (body, _) = envelope(&app, 2, 2).await;
+    // Enough events that RabbitMQ carries the message compressed.
+    let (body, _) = envelope(&app, 2, 12).await;
     publish(&app, &body).await;
     let rows = app.wait_for_dead_letters(1).await;
     let row = &rows[0];
     assert_eq!(row.reason, "envelope version 2 is not supported");
+    assert_eq!(
+        row.body,
+        serde_json::to_vec(&body).unwrap(),
+        "kept as it was published"
+    );
     assert_eq!(row.count, 1);
     assert_eq!(app.counts().await, (0, 0), "nothing of it is stored");
 
@@ -406,4 +414,73 @@ async fn an_admin_without_a_queue_lists_and_discards_but_does_not_replay(backend
     assert_eq!(discarded.status(), StatusCode::SEE_OTHER);
     assert!(app.dead_letters().await.is_empty());
     handle.stop(false).await;
+}
+
+/// A message marked as compressed whose bytes do not decode (a broken publisher, a bit flip)
+/// is kept as it came, with why; the message after it is stored as usual.
+async fn a_compressed_message_that_does_not_decode_is_a_dead_letter_and_costs_no_other(
+    backend: Backend,
+) {
+    use lapin::options::BasicPublishOptions;
+    use lapin::{BasicProperties, Confirmation};
+    let app = TestApp::spawn(backend).await;
+    let eye_core::queue::Topology {
+        exchange,
+        routing_key,
+        ..
+    } = eye_core::queue::Topology::new(&app.settings.queue_prefix);
+    let eye_cli::stack::Queue::Amqp(url) = &app.queue else {
+        unreachable!("services only")
+    };
+    let connection = lapin::Connection::connect(url, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let (good, ids) = envelope(&app, 1, 12).await;
+    let good = serde_json::to_vec(&good).unwrap();
+    let mut broken = eye_core::queue::codec::encode(&good).0.into_owned();
+    broken.truncate(broken.len() / 2);
+    for (body, encoding) in [
+        (broken.clone(), eye_core::queue::codec::LZ4),
+        (good.clone(), "br"),
+    ] {
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_content_encoding(encoding.into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(matches!(confirm, Confirmation::Ack(None)), "{confirm:?}");
+    }
+    publish(&app, &serde_json::from_slice(&good).unwrap()).await;
+
+    let rows = app.wait_for_dead_letters(2).await;
+    let mut reasons: Vec<_> = rows.iter().map(|r| r.reason.as_str()).collect();
+    reasons.sort_unstable();
+    assert!(
+        reasons[0].starts_with("undecodable message: cannot decompress (x-eye-lz4-block)"),
+        "{}",
+        reasons[0]
+    );
+    assert_eq!(
+        reasons[1],
+        r#"undecodable message: unknown content-encoding "br""#
+    );
+    let cut = rows
+        .iter()
+        .find(|r| r.reason.contains("decompress"))
+        .unwrap();
+    assert_eq!(cut.body, broken, "kept with its bytes as they came");
+    let stored = app
+        .wait_for_events("the good message's events", |e| e.len() == ids.len())
+        .await;
+    assert!(stored.iter().all(|e| ids.contains(&e.id)));
+    connection.close(0, "done".into()).await.ok();
 }

@@ -26,7 +26,7 @@ impl Worker {
         // One registry for the whole batch, however a reload goes meanwhile.
         let registry = self.validators.current();
         for delivery in &batch {
-            decode::message(&delivery.body, &mut parts);
+            decode::delivery(delivery, &mut parts);
             for part in parts.drain(..) {
                 rows.extend(self.row(part, &registry, &mut arrivals, || delivery.headers_json()));
             }

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use eye_core::event::ENVELOPE_VERSION;
+use eye_core::queue::Delivery;
 use eye_core::request_id::lenient;
 use eye_core::{Event, FieldError, RequestId};
 use serde::Deserialize;
@@ -58,6 +59,21 @@ struct Header<'a> {
     request_id: Option<RequestId>,
     #[serde(borrow)]
     events: Vec<&'a RawValue>,
+}
+
+/// What a delivery holds: its envelopes, or one dead letter when its bytes could not be
+/// decoded (`undecodable`, from the queue) or read as JSON.
+pub fn delivery(delivery: &Delivery, parts: &mut Vec<Part>) {
+    match &delivery.undecodable {
+        Some(why) => dead(
+            &delivery.body,
+            "undecodable_message",
+            format!("undecodable message: {why}"),
+            None,
+            parts,
+        ),
+        None => message(&delivery.body, parts),
+    }
 }
 
 pub fn message(body: &[u8], parts: &mut Vec<Part>) {

@@ -19,7 +19,7 @@ use lapin::{
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Readiness, Topology};
+use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Readiness, Topology, codec};
 
 const PERSISTENT: u8 = 2;
 /// Routing key of the readiness probe; nothing is bound to it.
@@ -152,6 +152,7 @@ pub struct AmqpPublisher {
     next: AtomicUsize,
     topology: Topology,
     timeout: Duration,
+    compress: bool,
 }
 
 #[derive(Clone)]
@@ -189,7 +190,14 @@ impl AmqpPublisher {
             next: AtomicUsize::new(0),
             topology,
             timeout,
+            compress: true,
         })
+    }
+
+    /// Whether envelopes worth it travel compressed ([`codec`]); on unless turned off.
+    pub fn with_compression(mut self, compress: bool) -> Self {
+        self.compress = compress;
+        self
     }
 
     /// A publisher with the same settings and connections of its own. Connections run on the
@@ -201,6 +209,7 @@ impl AmqpPublisher {
             self.slots.len(),
             self.timeout,
         )
+        .map(|sibling| sibling.with_compression(self.compress))
     }
 
     pub(super) fn timeout(&self) -> Duration {
@@ -238,9 +247,17 @@ impl AmqpPublisher {
         if Instant::now() >= deadline {
             return Err(PublishError::Timeout);
         }
-        let properties = BasicProperties::default()
+        let (body, encoding) = if self.compress {
+            codec::encode(payload)
+        } else {
+            (payload.into(), None)
+        };
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)
             .with_content_type("application/json".into());
+        if let Some(encoding) = encoding {
+            properties = properties.with_content_encoding(encoding.into());
+        }
         // The first poll queues the frames; from here on they may reach the broker.
         let sent = tokio::time::timeout_at(
             deadline,
@@ -251,7 +268,7 @@ impl AmqpPublisher {
                     mandatory: true,
                     ..Default::default()
                 },
-                payload,
+                &body,
                 properties,
             ),
         )
@@ -455,14 +472,16 @@ impl AmqpConsumer {
             Some(Err(e)) => return Err(self.drop_connection(e)),
             None => return Err(self.drop_connection("the broker cancelled the subscription")),
         };
-        let mut bytes = first.data.len();
-        let mut batch = vec![into_delivery(first)];
+        let first = into_delivery(first);
+        let mut bytes = first.body.len();
+        let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + wait;
         while !limit.reached(batch.len(), bytes) {
             match tokio::time::timeout_at(deadline, live.consumer.next()).await {
                 Ok(Some(Ok(delivery))) => {
-                    bytes += delivery.data.len();
-                    batch.push(into_delivery(delivery));
+                    let delivery = into_delivery(delivery);
+                    bytes += delivery.body.len();
+                    batch.push(delivery);
                 }
                 // The batch so far is still good; the error shows again on the next call.
                 Ok(Some(Err(_)) | None) | Err(_) => break,
@@ -493,8 +512,14 @@ impl AmqpConsumer {
 }
 
 fn into_delivery(delivery: lapin::message::Delivery) -> Delivery {
+    let encoding = delivery.properties.content_encoding().as_ref();
+    let (body, undecodable) = match codec::decode(delivery.data, encoding.map(|e| e.as_str())) {
+        Ok(body) => (body, None),
+        Err((body, why)) => (body, Some(why)),
+    };
     Delivery {
-        body: delivery.data,
+        body,
+        undecodable,
         headers: delivery.properties.headers().clone(),
         acker: Acker::Amqp(delivery.acker),
     }

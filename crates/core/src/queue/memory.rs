@@ -114,6 +114,7 @@ impl MemoryQueue {
             bytes += body.len();
             batch.push(Delivery {
                 body,
+                undecodable: None,
                 headers: None,
                 acker: Acker::Memory,
             });

@@ -3,6 +3,7 @@
 //! (production) and a bounded in-process queue (`eye dev` and quick tests).
 
 mod amqp;
+pub mod codec;
 pub mod live;
 mod memory;
 
@@ -201,7 +202,10 @@ impl Publisher {
 
 /// One message taken from the queue, not yet acknowledged.
 pub struct Delivery {
+    /// The message as it was published (decompressed when it travelled compressed).
     pub body: Vec<u8>,
+    /// Why the body could not be decoded: then it is the bytes as they came.
+    pub undecodable: Option<String>,
     /// AMQP headers (`x-death` on a dead-lettered message); none on the in-process queue.
     headers: Option<lapin::types::FieldTable>,
     acker: Acker,
