@@ -1,4 +1,8 @@
 //! Writing rows: events, session upserts, rejected events and dead letters in one transaction.
+//! PostgreSQL takes each table's rows as arrays in one statement ([`postgres`]); SQLite (`eye
+//! dev`) takes multi-row inserts through SeaORM.
+
+mod postgres;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -111,6 +115,9 @@ pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbE
             Row::Rejected(r) => rejected.push(r),
             Row::Dead(d) => dead.push(d),
         }
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        return postgres::write(db.get_postgres_connection_pool(), &events, &rejected, &dead).await;
     }
     let txn = db.begin().await?;
     let mut inserted = HashSet::with_capacity(events.len());
