@@ -56,7 +56,7 @@ enum Command {
     /// A queue consumer that validates and stores events.
     Worker {
         /// Consumers in this process, each with its own channel and transactions.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 2)]
         concurrency: usize,
     },
     /// Brings the database schema up to date.

@@ -206,7 +206,7 @@ impl Default for Settings {
             publishable_rate_limit_burst: 100,
             api_trusted_proxies: Vec::new(),
             token_refresh_ms: 2_000,
-            worker_prefetch: 16,
+            worker_prefetch: 64,
             worker_batch_messages: 128,
             worker_batch_bytes: 1024 * 1024,
             worker_batch_wait_ms: 20,

@@ -3,13 +3,15 @@
 //! `data` as they were sent (numbers exactly), the rest of the message becomes `source`.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use eye_core::event::EventTimestamp;
 use eye_core::{Event, FieldError};
-use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
@@ -226,6 +228,9 @@ pub(crate) struct Receipt<'a> {
     pub(crate) received_at: DateTime<Utc>,
     /// The batch's `sentAt`, for messages that carry none of their own.
     pub(crate) sent_at: Option<&'a RawValue>,
+    /// The last visitor's session: a browser's batch is one visitor's, and each session id
+    /// otherwise costs a SHA-1.
+    pub(crate) last_visitor: RefCell<Option<(String, Uuid)>>,
 }
 
 /// The event a message becomes, or the problems that stop it, each named under its place in
@@ -284,7 +289,13 @@ pub(crate) fn event(
         .and_then(Fields::of)
         .unwrap_or_default();
     let properties = message.object("properties");
-    let session_id = session(message, &context, properties.as_ref()).unwrap_or_else(|| {
+    let session_id = session(
+        message,
+        &context,
+        properties.as_ref(),
+        &receipt.last_visitor,
+    )
+    .unwrap_or_else(|| {
         error(
             "anonymousId",
             "required",
@@ -340,23 +351,30 @@ pub(crate) fn event(
         Kind::Identify | Kind::Group => "traits",
         _ => "properties",
     };
+    // Raw values are copied as they are: only new text is parsed again.
     let data = match (kind, message.get(data_key)) {
         (Kind::Page, Some(raw)) => match &properties {
-            Some(props) => page_data(raw, props, &context),
-            None => raw.get().to_owned(),
+            Some(props) => raw_value(page_data(raw, props, &context)),
+            None => raw.to_owned(),
         },
-        (Kind::Page, None) => page_data(empty(), &Fields::default(), &context),
-        (_, Some(raw)) => raw.get().to_owned(),
-        (_, None) => "{}".to_owned(),
+        (Kind::Page, None) => raw_value(page_data(empty(), &Fields::default(), &context)),
+        (_, Some(raw)) => raw.to_owned(),
+        (_, None) => empty().to_owned(),
+    };
+    let source = Source {
+        message,
+        kind,
+        data_key,
     };
     Ok(Event {
         id,
         session_id,
         category,
         name,
-        data: raw_value(data),
+        data,
         timestamp,
-        source: Some(raw_value(source(message, kind, data_key))),
+        // Written by serde_json from raw values, so never parsed again; cannot fail.
+        source: serde_json::value::to_raw_value(&source).ok(),
     })
 }
 
@@ -383,6 +401,7 @@ fn session(
     message: &Fields<'_>,
     context: &Fields<'_>,
     properties: Option<&Fields<'_>>,
+    last_visitor: &RefCell<Option<(String, Uuid)>>,
 ) -> Option<Uuid> {
     let given = context
         .str_lenient("sessionId")
@@ -396,7 +415,15 @@ fn session(
             let value = text(raw).unwrap_or(Cow::Borrowed(raw.get()));
             if !value.is_empty() {
                 let name = format!("{key}:{value}");
-                return Some(Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes()));
+                let mut last = last_visitor.borrow_mut();
+                if let Some((visitor, id)) = last.as_ref()
+                    && *visitor == name
+                {
+                    return Some(*id);
+                }
+                let id = Uuid::new_v5(&SESSION_NAMESPACE, name.as_bytes());
+                *last = Some((name, id));
+                return Some(id);
             }
         }
     }
@@ -489,40 +516,28 @@ fn page_data(raw: &RawValue, properties: &Fields<'_>, context: &Fields<'_>) -> S
 }
 
 /// The message less what went into `data` and less the write key, with the implied `type`
-/// added when the message has none.
-fn source(message: &Fields<'_>, kind: Kind, data_key: &str) -> String {
-    let mut out = String::with_capacity(message.size() + 16);
-    out.push('{');
-    let mut first = true;
-    let mut member = |out: &mut String, key: &Cow<'_, str>, value: &str| {
-        if !first {
-            out.push(',');
+/// in place of a missing or null one; each value as sent.
+struct Source<'m, 'a> {
+    message: &'m Fields<'a>,
+    kind: Kind,
+    data_key: &'m str,
+}
+
+impl Serialize for Source<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let implied = self.message.get("type").is_none();
+        if implied {
+            map.serialize_entry("type", self.kind.as_str())?;
         }
-        first = false;
-        match key {
-            // Read without escapes, so it needs none: written as it came.
-            Cow::Borrowed(key) => {
-                out.push('"');
-                out.push_str(key);
-                out.push('"');
+        for (key, value) in &self.message.0 {
+            if key == self.data_key || key == "writeKey" || (implied && key == "type") {
+                continue;
             }
-            Cow::Owned(key) => out.push_str(&serde_json::Value::from(key.as_str()).to_string()),
+            map.serialize_entry(key.as_ref(), value)?;
         }
-        out.push(':');
-        out.push_str(value);
-    };
-    if message.get("type").is_none() {
-        let kind = format!(r#""{}""#, kind.as_str());
-        member(&mut out, &Cow::Borrowed("type"), &kind);
+        map.end()
     }
-    for (key, value) in &message.0 {
-        if key == data_key || key == "writeKey" {
-            continue;
-        }
-        member(&mut out, key, value.get());
-    }
-    out.push('}');
-    out
 }
 
 #[cfg(test)]
@@ -540,6 +555,7 @@ mod tests {
         let receipt = Receipt {
             received_at: received(),
             sent_at: None,
+            last_visitor: Default::default(),
         };
         event(&fields, implied, &receipt, Some(0))
             .map_err(|e| e.into_iter().map(|e| (e.field, e.code)).collect())
@@ -550,13 +566,29 @@ mod tests {
     }
 
     #[test]
+    fn a_null_type_is_replaced_by_the_implied_one_not_repeated() {
+        let event = map(
+            r#"{"type":null,"event":"e","anonymousId":"a"}"#,
+            Some(Kind::Track),
+        )
+        .unwrap();
+        let source = event.source.as_deref().unwrap().get();
+        assert_eq!(source, r#"{"type":"track","event":"e","anonymousId":"a"}"#);
+    }
+
+    #[test]
     fn a_message_is_measured_as_it_is_kept() {
         let raw: &RawValue = serde_json::from_str(
             r#"{ "a\u0001\u0002": "x",  "\u0041": 1, "type" : "track", "b": [1, 2] }"#,
         )
         .unwrap();
         let fields = Fields::of(raw).unwrap();
-        let kept = source(&fields, Kind::Track, "properties");
+        let source = Source {
+            message: &fields,
+            kind: Kind::Track,
+            data_key: "properties",
+        };
+        let kept = serde_json::to_string(&source).unwrap();
         assert_eq!(
             kept,
             r#"{"a\u0001\u0002":"x","A":1,"type":"track","b":[1, 2]}"#
@@ -600,6 +632,34 @@ mod tests {
             json(no_category.source.as_deref().unwrap())["type"],
             "track"
         );
+    }
+
+    #[test]
+    fn visitors_of_one_batch_each_keep_their_own_session() {
+        let receipt = Receipt {
+            received_at: received(),
+            sent_at: None,
+            last_visitor: Default::default(),
+        };
+        let sessions: Vec<Uuid> = ["a1", "a1", "a2", "a1"]
+            .iter()
+            .map(|visitor| {
+                let message =
+                    format!(r#"{{"type":"track","event":"e","anonymousId":"{visitor}"}}"#);
+                let raw: &RawValue = serde_json::from_str(&message).unwrap();
+                let fields = Fields::of(raw).unwrap();
+                event(&fields, None, &receipt, Some(0)).unwrap().session_id
+            })
+            .collect();
+        let alone = |visitor: &str| {
+            let message = format!(r#"{{"type":"track","event":"e","anonymousId":"{visitor}"}}"#);
+            map(&message, None).unwrap().session_id
+        };
+        assert_eq!(
+            sessions,
+            [alone("a1"), alone("a1"), alone("a2"), alone("a1")]
+        );
+        assert_ne!(sessions[0], sessions[2]);
     }
 
     #[test]

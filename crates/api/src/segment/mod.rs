@@ -229,6 +229,7 @@ async fn receive(
     let receipt = Receipt {
         received_at,
         sent_at,
+        last_visitor: Default::default(),
     };
     let message_limit = limits.max_event_bytes.min(MAX_MESSAGE_BYTES);
     let mut events = Vec::with_capacity(messages.len());
