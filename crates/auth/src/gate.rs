@@ -30,6 +30,11 @@ use crate::AuthError;
 /// The name the refresh task is supervised (and its panics logged) under.
 pub const REFRESH_TASK: &str = "token refresh";
 
+/// Most tokens whose signature is remembered as checked; past it the memory starts again
+/// empty. A token is remembered by its exact text, so only the same bytes skip the HMAC and
+/// the claims' parse; its expiry and its row are still checked on every request.
+const MAX_VERIFIED: usize = 10_000;
+
 /// What a request's token may do, as its row says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -166,6 +171,8 @@ pub struct TokenGate {
     keys: TokenKeys,
     db: DatabaseConnection,
     known: RwLock<Arc<HashMap<Uuid, Arc<Known>>>>,
+    /// Tokens whose signature was checked, with their claims.
+    verified: RwLock<HashMap<Box<str>, Arc<Claims>>>,
     /// When the cache was last reloaded in full.
     loaded_at: RwLock<Option<Instant>>,
     /// Every origin of an active publishable key: the pages CORS answers are given to.
@@ -178,6 +185,7 @@ impl TokenGate {
             keys,
             db,
             known: RwLock::new(Arc::new(HashMap::new())),
+            verified: RwLock::new(HashMap::new()),
             loaded_at: RwLock::new(None),
             listed_origins: RwLock::new(Arc::new(HashSet::new())),
         }
@@ -198,10 +206,7 @@ impl TokenGate {
         origin: Option<&str>,
         scope: Scope,
     ) -> Result<Grant, AuthError> {
-        let claims = self.keys.verify(token).map_err(|e| match e {
-            TokenError::Expired => AuthError::TokenExpired,
-            TokenError::Invalid => AuthError::InvalidToken,
-        })?;
+        let claims = self.verify(token)?;
         let cached = self.snapshot().get(&claims.jti).cloned();
         let known = match cached {
             Some(known) => known,
@@ -224,6 +229,37 @@ impl TokenGate {
             .used_at
             .store(Utc::now().timestamp(), Ordering::Relaxed);
         Ok(grant)
+    }
+
+    /// The token's claims once its signature is good and it has not expired: checked once per
+    /// token text, then remembered.
+    fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let remembered = self
+            .verified
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+            .cloned();
+        let claims = match remembered {
+            Some(claims) => claims,
+            None => {
+                let claims = Arc::new(self.keys.verify(token).map_err(|e| match e {
+                    TokenError::Expired => AuthError::TokenExpired,
+                    TokenError::Invalid => AuthError::InvalidToken,
+                })?);
+                let mut verified = self.verified.write().unwrap_or_else(|p| p.into_inner());
+                if verified.len() >= MAX_VERIFIED {
+                    verified.clear();
+                }
+                verified.insert(token.into(), claims.clone());
+                claims
+            }
+        };
+        // As the signature check judges it: expired once `exp` is in the past.
+        if claims.exp < Utc::now().timestamp() {
+            return Err(AuthError::TokenExpired);
+        }
+        Ok(claims)
     }
 
     /// Writes when tokens were last used (best effort), then reloads every unexpired token and

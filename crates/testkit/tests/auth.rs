@@ -21,6 +21,7 @@ on_both_backends!(
     a_narrowed_token_loses_the_scope_within_the_refresh_period,
     a_token_whose_claims_disagree_with_its_row_is_refused,
     a_token_expired_in_its_row_is_refused_within_the_refresh_period,
+    a_token_accepted_before_its_expiry_is_refused_after_it,
 );
 
 fn body() -> Value {
@@ -389,4 +390,23 @@ async fn a_token_expired_in_its_row_is_refused_within_the_refresh_period(backend
     })
     .await;
     refused_after(&app, &issued.jwt, "token_expired").await;
+}
+
+/// The api remembers a token it verified, but not past the token's own expiry.
+async fn a_token_accepted_before_its_expiry_is_refused_after_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let issued = app
+        .token_with(&[Scope::EventsWrite], chrono::Duration::seconds(2))
+        .await;
+    let exp = app.keys.verify(&issued.jwt).unwrap().exp;
+    for _ in 0..3 {
+        assert_eq!(app.post_as(&issued.jwt, &body()).await.status(), 202);
+    }
+    while Utc::now().timestamp() <= exp {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        code_for(&app, Some(&issued.jwt), None).await,
+        (401, "token_expired".to_owned())
+    );
 }
