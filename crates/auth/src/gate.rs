@@ -206,7 +206,8 @@ impl TokenGate {
         origin: Option<&str>,
         scope: Scope,
     ) -> Result<Grant, AuthError> {
-        let claims = self.verify(token)?;
+        let now = Utc::now();
+        let claims = self.verify(token, now)?;
         let cached = self.snapshot().get(&claims.jti).cloned();
         let known = match cached {
             Some(known) => known,
@@ -220,20 +221,18 @@ impl TokenGate {
             }
         };
         let row = known.row.as_ref().ok_or(AuthError::UnknownToken)?;
-        let grant = row.grant(&claims, Utc::now())?;
+        let grant = row.grant(&claims, now)?;
         grant.check_origin(origin)?;
         if !grant.allows(scope) {
             return Err(AuthError::MissingScope(scope.as_str()));
         }
-        known
-            .used_at
-            .store(Utc::now().timestamp(), Ordering::Relaxed);
+        known.used_at.store(now.timestamp(), Ordering::Relaxed);
         Ok(grant)
     }
 
-    /// The token's claims once its signature is good and it has not expired: checked once per
-    /// token text, then remembered.
-    fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+    /// The token's claims once its signature is good and it has not expired: the signature is
+    /// checked once per token text, then remembered.
+    fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Arc<Claims>, AuthError> {
         let remembered = self
             .verified
             .read()
@@ -255,8 +254,9 @@ impl TokenGate {
                 claims
             }
         };
-        // As the signature check judges it: expired once `exp` is in the past.
-        if claims.exp < Utc::now().timestamp() {
+        // Refused here, as the signature check would: an expired token's row is no longer in
+        // the cache, so going on would cost a database lookup per request.
+        if claims.exp < now.timestamp() {
             return Err(AuthError::TokenExpired);
         }
         Ok(claims)

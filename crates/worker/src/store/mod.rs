@@ -231,12 +231,7 @@ async fn insert_rejected(txn: &impl ConnectionTrait, chunk: &[&RejectedRow]) -> 
 pub async fn record_dead(txn: &impl ConnectionTrait, chunk: &[&DeadRow]) -> Result<(), DbErr> {
     use dead_letters::Column as C;
     let now = eye_core::event::now();
-    // One row per distinct body within the chunk too, or the upsert would touch a row twice.
-    let mut seen = HashSet::new();
-    let models: Vec<_> = chunk
-        .iter()
-        .map(|d| (hex(&Sha256::digest(&d.body)), d))
-        .filter(|(digest, _)| seen.insert(digest.clone()))
+    let models: Vec<_> = distinct_dead(chunk)
         .map(|(digest, d)| dead_letters::ActiveModel {
             id: Set(Uuid::now_v7()),
             digest: Set(digest),
@@ -260,6 +255,14 @@ pub async fn record_dead(txn: &impl ConnectionTrait, chunk: &[&DeadRow]) -> Resu
         .exec_without_returning(txn)
         .await?;
     Ok(())
+}
+
+/// Each distinct body once, with its digest: an upsert may touch a row only once a statement.
+fn distinct_dead<'a>(rows: &[&'a DeadRow]) -> impl Iterator<Item = (String, &'a DeadRow)> {
+    let mut seen = HashSet::new();
+    rows.iter()
+        .map(|d| (hex(&Sha256::digest(&d.body)), *d))
+        .filter(move |(digest, _)| seen.insert(digest.clone()))
 }
 
 fn hex(bytes: &[u8]) -> String {

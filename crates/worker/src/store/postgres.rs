@@ -3,15 +3,12 @@
 //! statement a table (planned once, no bind limit, no per-row SQL text). The events' sessions
 //! are upserted in the same statement, from the rows it actually inserted.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, PgPool, Postgres, Transaction};
 use sea_orm::{DbErr, RuntimeErr};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{DeadRow, EventRow, RejectedRow, Written, add_stored, hex};
+use super::{DeadRow, EventRow, RejectedRow, Written, add_stored, distinct_dead};
 
 /// Inserts the events a redelivery has not already stored, and adds each inserted one to its
 /// session. Sessions are locked in key order, so concurrent workers cannot deadlock on them.
@@ -83,12 +80,7 @@ pub(super) async fn write(
     if !rejected.is_empty() {
         written.rejected = insert_rejected(&mut txn, rejected, now).await?;
     }
-    let mut seen = HashSet::new();
-    for d in dead {
-        let digest = hex(&Sha256::digest(&d.body));
-        if !seen.insert(digest.clone()) {
-            continue;
-        }
+    for (digest, d) in distinct_dead(dead) {
         sqlx::query(DEAD)
             .bind(Uuid::now_v7())
             .bind(digest)
@@ -110,24 +102,16 @@ async fn insert_events(
     events: &[&EventRow],
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, u64)>, DbErr> {
-    let column = |f: fn(&EventRow) -> Uuid| events.iter().map(|e| f(e)).collect::<Vec<_>>();
-    let text =
-        |f: for<'a> fn(&'a EventRow) -> &'a str| events.iter().map(|e| f(e)).collect::<Vec<_>>();
     let stored: Vec<(Uuid, i64)> = sqlx::query_as(EVENTS)
-        .bind(column(|e| e.application_id))
-        .bind(column(|e| e.id))
-        .bind(column(|e| e.session_id))
-        .bind(text(|e| &e.category))
-        .bind(text(|e| &e.name))
-        .bind(text(|e| &e.data))
-        .bind(events.iter().map(|e| e.timestamp).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.source.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+        .bind(column(events, |e| e.application_id))
+        .bind(column(events, |e| e.id))
+        .bind(column(events, |e| e.session_id))
+        .bind(column(events, |e| e.category.as_str()))
+        .bind(column(events, |e| e.name.as_str()))
+        .bind(column(events, |e| e.data.as_str()))
+        .bind(column(events, |e| e.timestamp))
+        .bind(column(events, |e| e.source.as_deref()))
+        .bind(column(events, |e| e.received_at))
         .bind(now)
         .fetch_all(&mut **txn)
         .await
@@ -143,32 +127,24 @@ async fn insert_rejected(
     rejected: &[&RejectedRow],
     now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    let text = |f: for<'a> fn(&'a RejectedRow) -> &'a str| {
-        rejected.iter().map(|r| f(r)).collect::<Vec<_>>()
-    };
     let done = sqlx::query(REJECTED)
-        .bind(
-            rejected
-                .iter()
-                .map(|r| r.application_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(rejected.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(text(|r| &r.category))
-        .bind(text(|r| &r.name))
-        .bind(text(|r| &r.payload))
-        .bind(
-            rejected
-                .iter()
-                .map(|r| r.reasons.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rejected.iter().map(|r| r.received_at).collect::<Vec<_>>())
+        .bind(column(rejected, |r| r.application_id))
+        .bind(column(rejected, |r| r.id))
+        .bind(column(rejected, |r| r.category.as_str()))
+        .bind(column(rejected, |r| r.name.as_str()))
+        .bind(column(rejected, |r| r.payload.as_str()))
+        .bind(column(rejected, |r| r.reasons.to_string()))
+        .bind(column(rejected, |r| r.received_at))
         .bind(now)
         .execute(&mut **txn)
         .await
         .map_err(db_err)?;
     Ok(done.rows_affected())
+}
+
+/// One column of `rows`: the array an `unnest` parameter takes.
+fn column<'a, R, T>(rows: &[&'a R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(|row| value(row)).collect()
 }
 
 /// As SeaORM reports it, so that [`crate::sql::is_retryable`] judges both paths alike.
