@@ -164,7 +164,9 @@ impl StateStore for CappedBuckets {
             && buckets.states.len() < self.total;
         let key = if room { *key } else { (application, OVERFLOW) };
         let (outcome, full_again) = f(buckets.states.get(&key).copied())?;
-        if buckets.states.insert(key, full_again).is_none() && room {
+        buckets.states.insert(key, full_again);
+        // With room the key is new (the lookup above missed it); the overflow is not counted.
+        if room {
             *buckets.addresses.entry(application).or_default() += 1;
         }
         Ok(outcome)

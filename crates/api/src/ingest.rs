@@ -3,8 +3,8 @@
 
 use std::io::Read;
 
-use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_LENGTH};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use eye_auth::Grant;
 use eye_core::event::ENVELOPE_VERSION;
 use eye_core::queue::PublishError;
@@ -153,17 +153,14 @@ pub struct Limits {
 }
 
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    if media_type(request).is_some_and(|m| m.eq_ignore_ascii_case("application/json")) {
+    if request
+        .content_type()
+        .eq_ignore_ascii_case("application/json")
+    {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
     }
-}
-
-/// The request's media type without its parameters (`charset=UTF-8`), if it names one.
-pub(crate) fn media_type(request: &HttpRequest) -> Option<&str> {
-    let value = request.headers().get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or("").trim())
 }
 
 pub(crate) fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {

@@ -67,6 +67,20 @@ pub async fn remove_policies(settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Deletes a prefix's queues and exchanges, and their policies even when that failed (tests
+/// that made their own).
+pub async fn remove_topology(amqp_url: &str, prefix: &str) -> anyhow::Result<()> {
+    let deleted = eye_core::queue::delete(amqp_url, &Topology::new(prefix)).await;
+    let settings = Settings {
+        amqp_url: Some(secrecy::SecretString::from(amqp_url.to_owned())),
+        queue_prefix: prefix.to_owned(),
+        ..Settings::default()
+    };
+    let removed = remove_policies(&settings).await;
+    deleted?;
+    removed
+}
+
 /// The policy of each queue, by name. Dead-lettering is `at-least-once`, which RabbitMQ
 /// honours only with `overflow: reject-publish`: a full queue refuses publishes (the api
 /// answers 503) instead of dropping the oldest message.

@@ -296,18 +296,8 @@ impl Services {
                 self.database
             ))
             .await;
-        eye_core::queue::delete(
-            &self.amqp_url,
-            &eye_core::queue::Topology::new(&self.prefix),
-        )
-        .await
-        .unwrap();
-        // And the queues' policies, which the services set through the management api.
-        let settings = eye_core::Settings {
-            amqp_url: Some(secrecy::SecretString::from(self.amqp_url)),
-            queue_prefix: self.prefix,
-            ..eye_core::Settings::default()
-        };
-        eye_cli::broker::remove_policies(&settings).await.unwrap();
+        eye_cli::broker::remove_topology(&self.amqp_url, &self.prefix)
+            .await
+            .unwrap();
     }
 }

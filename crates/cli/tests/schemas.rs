@@ -264,8 +264,6 @@ fn a_worker_with_a_broken_schema_file_or_no_directory_stops_at_start_naming_it()
     assert!(err.contains("EYE_SCHEMA_DIR"), "{err}");
 }
 
-/// A migrated database for one test: SQLite, or PostgreSQL when `EYE_TEST_DATABASE_URL` is
-/// set; `drop` names the PostgreSQL database to remove afterwards.
 /// A migrated database of the test's own (`None`: PostgreSQL is not available).
 async fn database(postgres: bool) -> Option<TestDb> {
     let database = if postgres {

@@ -135,16 +135,9 @@ impl Stack {
         }
         if let Some(prefix) = self.prefix.take() {
             let url = std::env::var("EYE_TEST_AMQP_URL").unwrap();
-            eye_core::queue::delete(&url, &eye_core::queue::Topology::new(&prefix))
+            eye_cli::broker::remove_topology(&url, &prefix)
                 .await
                 .unwrap();
-            // And the queues' policies, which the services set through the management api.
-            let settings = Settings {
-                amqp_url: Some(SecretString::from(url)),
-                queue_prefix: prefix,
-                ..Settings::default()
-            };
-            eye_cli::broker::remove_policies(&settings).await.unwrap();
         }
         if let Some((server, name)) = self.postgres.take() {
             let server = stack::connect(&server).await.unwrap();

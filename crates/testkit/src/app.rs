@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 use eye_cli::metrics::Registries;
 use eye_cli::stack::{self, Queue, Running};
 use eye_core::Settings;
-use eye_core::queue::Topology;
 use eye_core::token::{Scope, TokenKeys};
 use eye_entity::{events, rejected_events, sessions, tokens};
 use eye_worker::Worker;
@@ -502,13 +501,7 @@ impl Drop for TestApp {
                             ))
                             .await;
                     }
-                    let _ = eye_core::queue::delete(&amqp_url, &Topology::new(&prefix)).await;
-                    let settings = Settings {
-                        amqp_url: Some(SecretString::from(amqp_url)),
-                        queue_prefix: prefix,
-                        ..Settings::default()
-                    };
-                    let _ = eye_cli::broker::remove_policies(&settings).await;
+                    let _ = eye_cli::broker::remove_topology(&amqp_url, &prefix).await;
                 });
             });
             let _ = cleaned.join();

@@ -8,7 +8,7 @@
 pub mod map;
 
 use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use eye_core::FieldError;
 use eye_core::token::Scope;
@@ -282,10 +282,14 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     if !request.headers().contains_key(CONTENT_TYPE) {
         return Ok(());
     }
-    match ingest::media_type(request) {
-        Some(m) if m.eq_ignore_ascii_case("application/json") => Ok(()),
-        Some(m) if m.eq_ignore_ascii_case("text/plain") => Ok(()),
-        _ => Err(ApiError::UnsupportedMediaType),
+    // Without its parameters (`charset=UTF-8`); empty when there is none.
+    let media_type = request.content_type();
+    if media_type.eq_ignore_ascii_case("application/json")
+        || media_type.eq_ignore_ascii_case("text/plain")
+    {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
