@@ -295,3 +295,51 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+/// Serves `html` on `GET /shop` of `listener` as a site would, and, when given, the `.js` files
+/// of a folder under a path prefix (a site that hosts an SDK itself), until the test ends.
+pub fn serve_site(
+    listener: tokio::net::TcpListener,
+    html: String,
+    scripts: Option<(&'static str, PathBuf)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (html, scripts) = (html.clone(), scripts.clone());
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&request);
+                let path = line.split(' ').nth(1).unwrap_or_default();
+                let script = scripts.and_then(|(prefix, folder)| {
+                    let file = path.strip_prefix(prefix)?;
+                    (file.ends_with(".js") && !file.contains(['/', '\\']))
+                        .then(|| folder.join(file))
+                });
+                let (status, kind, body) = if path == "/shop" {
+                    ("200 OK", "text/html", html.into_bytes())
+                } else if let Some(file) = script {
+                    match tokio::fs::read(file).await {
+                        Ok(body) => ("200 OK", "text/javascript", body),
+                        Err(_) => ("404 Not Found", "text/plain", Vec::new()),
+                    }
+                } else {
+                    ("404 Not Found", "text/plain", Vec::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {kind}; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+            });
+        }
+    });
+}

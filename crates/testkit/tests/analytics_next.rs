@@ -3,56 +3,15 @@
 //! page view and a click; the same page from another origin (another port) stores nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use eye_testkit::browser::Browser;
+use eye_testkit::browser::{Browser, serve_site};
 use eye_testkit::{Backend, Scrape, TestApp, data_of, sdk};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Where analytics-next loads its chunks from, under its CDN address (`analytics._cdn`).
 const BUNDLES: &str = "/analytics-next/bundles/";
-
-/// Serves `html` on `GET /shop` and the bundle's files (`index.js` and the chunks it loads
-/// on demand) under [`BUNDLES`], as a site that hosts the SDK itself does, until the test ends.
-fn serve_page(listener: TcpListener, html: String, bundle: PathBuf) {
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let (html, bundle) = (html.clone(), bundle.clone());
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&request);
-                let path = line.split(' ').nth(1).unwrap_or_default();
-                let file = path.strip_prefix(BUNDLES).unwrap_or_default();
-                let (status, kind, body) = if path == "/shop" {
-                    ("200 OK", "text/html", html.into_bytes())
-                } else if file.ends_with(".js") && !file.contains(['/', '\\']) {
-                    match tokio::fs::read(bundle.join(file)).await {
-                        Ok(body) => ("200 OK", "text/javascript", body),
-                        Err(_) => ("404 Not Found", "text/plain", Vec::new()),
-                    }
-                } else {
-                    ("404 Not Found", "text/plain", Vec::new())
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: {kind}; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(&body).await;
-            });
-        }
-    });
-}
 
 /// A page that loads analytics-next as its documentation shows for a self-hosted api and
 /// bundle: the settings given in place of the CDN's, the Segment.io destination pointed at The
@@ -128,8 +87,8 @@ async fn analytics_next_on_a_listed_origin_sends_a_page_view_and_a_click(
         .jwt;
     let api_host = format!("{}/v1", app.address.trim_start_matches("http://"));
     let html = page(&api_host, &key);
-    serve_page(listed, html.clone(), bundle.clone());
-    serve_page(other, html, bundle);
+    serve_site(listed, html.clone(), Some((BUNDLES, bundle.clone())));
+    serve_site(other, html, Some((BUNDLES, bundle)));
 
     // Another origin: the page view and the click are refused (their preflights, as
     // analytics-next asks for one), and nothing is stored.

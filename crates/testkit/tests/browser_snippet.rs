@@ -5,39 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use eye_testkit::browser::Browser;
+use eye_testkit::browser::{Browser, serve_site};
 use eye_testkit::{Backend, Scrape, TestApp, data_of};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-/// Serves `html` on `GET /shop` of `listener` until the test ends.
-fn serve_page(listener: TcpListener, html: String) {
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let html = html.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                let (status, body) = if request.starts_with(b"GET /shop ") {
-                    ("200 OK", html.as_str())
-                } else {
-                    ("404 Not Found", "")
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-}
 
 fn page(api: &str, key: &str) -> String {
     format!(
@@ -82,8 +52,8 @@ async fn a_page_of_a_listed_origin_sends_page_views_and_clicks(backend: Backend,
         .await
         .jwt;
     let html = page(&app.address, &key);
-    serve_page(listed, html.clone());
-    serve_page(other, html);
+    serve_site(listed, html.clone(), None);
+    serve_site(other, html, None);
 
     // Another origin: the api refuses every send, and nothing is stored.
     browser
