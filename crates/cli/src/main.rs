@@ -80,6 +80,9 @@ enum Command {
     /// Event types from JSON Schema files (`schema_dir`): check, try, reload.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Old events: remove them, or see the monthly partitions that hold them.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Prints events (and rejected events, marked) as they are stored, one a line, until
     /// Ctrl-C. Reads the admin's stream with a read token.
     Tail {
@@ -128,6 +131,20 @@ enum Command {
         #[arg(long)]
         gzip: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Removes events and rejected events older than `--older-than`, and sessions that ended
+    /// before. On PostgreSQL whole months go, once all of a month is older (rows stay up to a
+    /// month longer); on SQLite rows are deleted a chunk at a time. Prints what went.
+    Apply {
+        /// How old is too old, e.g. `400d`.
+        #[arg(long)]
+        older_than: humantime::Duration,
+    },
+    /// Lists the monthly partitions of `events` and `rejected_events` (PostgreSQL).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -298,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
         Command::App(command) => app(&settings, command).await,
         Command::User(command) => user(&settings, command).await,
         Command::Dead(command) => dead(&settings, command).await,
+        Command::Retention(command) => retention(&settings, command).await,
         Command::Tail {
             url,
             token,
@@ -521,6 +539,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mover = queue.dead_letter_mover(settings, &db, &stop, &metrics);
     let schema_watch = validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen);
+    let upkeep = eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone());
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
@@ -542,6 +561,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     if let Some(schema_watch) = schema_watch {
         schema_watch.await?;
     }
+    upkeep.await?;
     if let Some(listener) = listener {
         listener.stop().await;
     }
@@ -680,6 +700,46 @@ async fn token(settings: &Settings, command: TokenCommand) -> anyhow::Result<()>
                 "revoked {id}; every api refuses it within {} ms",
                 settings.token_refresh_ms
             );
+        }
+    }
+    Ok(())
+}
+
+async fn retention(settings: &Settings, command: RetentionCommand) -> anyhow::Result<()> {
+    use eye_entity::partitions;
+    let db = stack::connect(settings.database_url()?).await?;
+    match command {
+        RetentionCommand::Apply { older_than } => {
+            let age = chrono::TimeDelta::from_std(older_than.into())
+                .ok()
+                .filter(|age| *age >= chrono::TimeDelta::days(1))
+                .context("--older-than must be at least a day (e.g. 400d)")?;
+            let cutoff = chrono::Utc::now()
+                .checked_sub_signed(age)
+                .context("--older-than reaches before any date")?;
+            let removed = partitions::apply_retention(&db, cutoff).await?;
+            for partition in &removed.partitions {
+                println!("dropped partition {partition}");
+            }
+            println!(
+                "removed what is older than {}: {} partitions, {} more events, {} rejected events, {} sessions",
+                cutoff.format("%Y-%m-%d %H:%M:%S UTC"),
+                removed.partitions.len(),
+                removed.events,
+                removed.rejected_events,
+                removed.sessions
+            );
+        }
+        RetentionCommand::Status => {
+            anyhow::ensure!(
+                db.get_database_backend() == sea_orm::DbBackend::Postgres,
+                "only PostgreSQL partitions its tables; on SQLite `eye retention apply` deletes rows"
+            );
+            for table in partitions::TABLES {
+                for (partition, month) in partitions::list(&db, table).await? {
+                    println!("{}\t{}\t{partition}", table.name, month.format("%Y-%m"));
+                }
+            }
         }
     }
     Ok(())

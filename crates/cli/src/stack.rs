@@ -142,10 +142,15 @@ fn sqlite_pragmas(options: SqliteConnectOptions) -> SqliteConnectOptions {
 }
 
 /// Brings the schema up to date.
+/// Brings the schema up to date and creates the coming months' partitions.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None)
         .await
-        .context("failed to migrate the database")
+        .context("failed to migrate the database")?;
+    eye_entity::partitions::create_ahead(db, chrono::Utc::now())
+        .await
+        .context("failed to create the coming months' partitions")?;
+    Ok(())
 }
 
 /// A URL with its password hidden, for messages.
@@ -176,6 +181,7 @@ pub struct Running {
     workers: Vec<WorkerHandle>,
     mover: Option<JoinHandle<()>>,
     schema_watch: Option<JoinHandle<()>>,
+    upkeep: Option<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
 }
@@ -242,6 +248,8 @@ pub async fn start_with_workers(
     let schema_watch = (workers > 0)
         .then(|| validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen))
         .flatten();
+    let upkeep = (workers > 0)
+        .then(|| eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone()));
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
@@ -262,6 +270,7 @@ pub async fn start_with_workers(
         workers,
         mover,
         schema_watch,
+        upkeep,
         stop,
         queue: queue.clone(),
     })
@@ -324,6 +333,9 @@ impl Running {
         }
         if let Some(watch) = self.schema_watch {
             let _ = watch.await;
+        }
+        if let Some(upkeep) = self.upkeep {
+            let _ = upkeep.await;
         }
         if let Some(listener) = self.worker_metrics {
             listener.stop().await;

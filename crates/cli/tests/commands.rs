@@ -104,7 +104,10 @@ impl TestDb {
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> 'seaql_migrations' ORDER BY name"
             }
             _ => {
-                "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'seaql_migrations' ORDER BY tablename"
+                // Tables, not their partitions.
+                "SELECT relname::text AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                 AND relname <> 'seaql_migrations' ORDER BY relname"
             }
         };
         let rows = db
@@ -832,6 +835,20 @@ async fn existing_rows_move_under_their_application_and_back(db: &TestDb) {
     .unwrap();
 
     eye_migration::Migrator::up(&conn, None).await.unwrap();
+    if backend == sea_orm::DbBackend::Postgres {
+        // Into the partition of its month, made for it by the migration.
+        let partition: String = conn
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT tableoid::regclass::text AS p FROM events",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "p")
+            .unwrap();
+        assert_eq!(partition, "events_p2021_01");
+    }
     let moved = events::Entity::find_by_id((app, id))
         .one(&conn)
         .await
@@ -916,6 +933,90 @@ async fn existing_rows_move_under_their_application_and_back_on_sqlite() {
 async fn existing_rows_move_under_their_application_and_back_on_postgres() {
     if let Some(db) = TestDb::postgres().await {
         existing_rows_move_under_their_application_and_back(&db).await;
+        db.drop().await;
+    }
+}
+
+/// `eye retention apply` removes what is older than it is told and says so; `eye retention
+/// status` lists the months PostgreSQL partitions.
+async fn retention_removes_old_events_from_the_command_line(db: &TestDb) {
+    use eye_worker::store::{self, EventRow, Row};
+    stdout(&db.eye(&["migrate"]));
+    let conn = eye_cli::stack::connect(&db.url).await.unwrap();
+    let now = chrono::Utc::now();
+    let (application, old, recent) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let row = |id, days: i64| {
+        let at = now - chrono::TimeDelta::days(days);
+        Row::Event(EventRow {
+            application_id: application,
+            id,
+            session_id: id,
+            category: "page interaction".into(),
+            name: "pageview".into(),
+            data: r#"{"host":"h","path":"/"}"#.into(),
+            timestamp: at,
+            source: None,
+            received_at: at,
+        })
+    };
+    store::write(&conn, &[row(old, 500), row(recent, 30)])
+        .await
+        .unwrap();
+
+    let too_short = db.eye(&["retention", "apply", "--older-than", "2h"]);
+    assert!(!too_short.status.success());
+    let stderr = String::from_utf8_lossy(&too_short.stderr);
+    assert!(stderr.contains("at least a day"), "{stderr}");
+
+    let said = stdout(&db.eye(&["retention", "apply", "--older-than", "400d"]));
+    // No partition holds a month that old on a fresh schema: the event was a straggler.
+    assert!(
+        said.contains("0 partitions, 1 more events, 0 rejected events, 1 sessions"),
+        "{said}"
+    );
+    let ids: Vec<uuid::Uuid> = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT id FROM events",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("", "id").unwrap())
+        .collect();
+    assert_eq!(ids, [recent]);
+
+    let status = db.eye(&["retention", "status"]);
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let this_month = now.format("%Y-%m").to_string();
+        let listed = stdout(&status);
+        assert!(
+            listed.contains(&format!(
+                "events\t{this_month}\tevents_p{}",
+                this_month.replace('-', "_")
+            )),
+            "{listed}"
+        );
+    } else {
+        assert!(!status.status.success());
+        let stderr = String::from_utf8_lossy(&status.stderr);
+        assert!(stderr.contains("only PostgreSQL partitions"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn retention_removes_old_events_from_the_command_line_on_sqlite() {
+    retention_removes_old_events_from_the_command_line(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn retention_removes_old_events_from_the_command_line_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        retention_removes_old_events_from_the_command_line(&db).await;
         db.drop().await;
     }
 }

@@ -132,6 +132,10 @@ pub struct Settings {
     /// How long a stopping `eye dev` keeps trying to store what its in-process queue holds
     /// while the database refuses writes; what is left then is reported lost.
     pub drain_timeout_secs: u64,
+    /// Days of events, rejected events and sessions kept: each worker removes older ones at
+    /// start and then daily (on PostgreSQL by whole months, so rows stay up to a month
+    /// longer). Unset: everything is kept.
+    pub retention_days: Option<u32>,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
     /// Whether the services count Prometheus metrics and serve them on `/metrics`.
@@ -223,6 +227,7 @@ impl Default for Settings {
             max_data_string_chars: 8 * 1024,
             memory_queue_capacity: 10_000,
             drain_timeout_secs: 60,
+            retention_days: None,
             log_format: LogFormat::Json,
             metrics_enabled: true,
             worker_metrics_addr: "127.0.0.1:8082".into(),
@@ -552,6 +557,9 @@ impl Settings {
         check.range("max_name_chars", self.max_name_chars, 1..=1024);
         check.range("max_data_string_chars", self.max_data_string_chars, 1..=MIB);
         check.range("drain_timeout_secs", self.drain_timeout_secs, 1..=3600);
+        if let Some(days) = self.retention_days {
+            check.range("retention_days", days, 1..=36_500);
+        }
         check.range(
             "memory_queue_capacity",
             self.memory_queue_capacity,
@@ -723,7 +731,7 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_named_with_their_value_and_range() {
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 15] = [
+        let cases: [(&str, Change); 16] = [
             ("schema_dir", |s| {
                 s.schema_dir = Some("/nonexistent/eye-schemas".into())
             }),
@@ -738,6 +746,7 @@ mod tests {
                 s.event_not_before = chrono::Utc::now() + chrono::Duration::days(1)
             }),
             ("api_workers", |s| s.api_workers = Some(0)),
+            ("retention_days", |s| s.retention_days = Some(0)),
             ("publish_channels", |s| s.publish_channels = 0),
             ("worker_batch_messages", |s| s.worker_batch_messages = 0),
             ("worker_prefetch", |s| s.worker_prefetch = 0),

@@ -1,5 +1,5 @@
 //! SeaORM entities, one module per table, and the few operations on them that the CLI,
-//! the api and the admin share (`tokens`, `rate_limits`, `dead`).
+//! the api and the admin share (`tokens`, `rate_limits`, `dead`, `partitions`).
 
 pub mod admin_sessions;
 pub mod admin_users;
@@ -8,6 +8,7 @@ pub mod applications;
 pub mod dead;
 pub mod dead_letters;
 pub mod events;
+pub mod partitions;
 pub mod rate_limited;
 pub mod rate_limits;
 pub mod rejected_events;

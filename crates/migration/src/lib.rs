@@ -13,6 +13,7 @@ mod m20261123_000008_rate_limits;
 mod m20261123_000009_event_source;
 mod m20261123_000010_publishable_keys;
 mod m20261123_000011_schema_reloads;
+mod m20261123_000012_monthly_partitions;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000009_event_source::Migration),
             Box::new(m20261123_000010_publishable_keys::Migration),
             Box::new(m20261123_000011_schema_reloads::Migration),
+            Box::new(m20261123_000012_monthly_partitions::Migration),
         ]
     }
 }

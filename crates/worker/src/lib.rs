@@ -9,6 +9,7 @@
 //!   permanent error until only the event at fault is left.
 //! - [`live`]: what a stored batch shows to whoever watches live.
 //! - [`dead_letters`]: moving RabbitMQ's dead-letter queue into the `dead_letters` table.
+//! - [`upkeep`]: the coming months' partitions and retention, daily.
 //! - [`validation`]: which events are valid; [`reload`]: the validators in force, swapped
 //!   when the schema directory is reloaded.
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod reload;
 pub mod sql;
 pub mod store;
+pub mod upkeep;
 pub mod validation;
 
 use std::time::Duration;

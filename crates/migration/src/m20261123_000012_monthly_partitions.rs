@@ -1,0 +1,161 @@
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// On PostgreSQL, `events` becomes range-partitioned by month on `timestamp`, and
+/// `rejected_events` on `received_at`, so that retention drops whole months instead of
+/// deleting rows. Each gets a default partition for stragglers (months with no partition of
+/// their own) and a partition for every month that holds rows, this month and the next two;
+/// `eye migrate` and the workers create later months ahead (`eye_entity::partitions`).
+///
+/// A key on a partitioned table must hold the partition column, so the keys become
+/// `(application_id, id, timestamp)` and `(application_id, id, received_at)`; the writers skip
+/// an event whose id their application already stored within a day of its time, so dedup does
+/// not depend on the time being the same to the microsecond (docs/ARCHITECTURE.md).
+///
+/// Existing rows are copied into the new tables in one transaction: stop the workers while it
+/// runs (the queue keeps what the api accepts meanwhile). `down` copies them back, and fails
+/// if one application now holds two events with the same id. SQLite keeps its tables.
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        for table in TABLES {
+            db.execute_unprepared(&table.partition()).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        for table in TABLES {
+            db.execute_unprepared(&table.unpartition()).await?;
+        }
+        Ok(())
+    }
+}
+
+struct Partitioned {
+    table: &'static str,
+    /// The partition column, last in the key.
+    column: &'static str,
+    /// Indexes other than the key: the same before and after, by name.
+    indexes: &'static [(&'static str, &'static str)],
+}
+
+const TABLES: [Partitioned; 2] = [
+    Partitioned {
+        table: "events",
+        column: "timestamp",
+        indexes: &[
+            (
+                "idx_events_session_time",
+                r#"application_id, session_id, "timestamp""#,
+            ),
+            (
+                "idx_events_category_name_time",
+                r#"category, name, "timestamp""#,
+            ),
+            ("idx_events_time", r#""timestamp""#),
+            ("idx_events_received_at", "received_at"),
+            (
+                "idx_events_application_received",
+                "application_id, received_at",
+            ),
+        ],
+    },
+    Partitioned {
+        table: "rejected_events",
+        column: "received_at",
+        indexes: &[
+            (
+                "idx_rejected_events_app_time",
+                "application_id, rejected_at",
+            ),
+            ("idx_rejected_events_time", "rejected_at"),
+        ],
+    },
+];
+
+impl Partitioned {
+    /// Renames the table away, creates the partitioned one like it, copies the rows over and
+    /// indexes them once they are in.
+    fn partition(&self) -> String {
+        let Self { table, column, .. } = self;
+        let old = format!("{table}_unpartitioned");
+        format!(
+            r#"ALTER TABLE {table} RENAME TO {old};
+ALTER TABLE {old} RENAME CONSTRAINT {table}_pkey TO {old}_pkey;
+{drop}
+CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) PARTITION BY RANGE ("{column}");
+ALTER TABLE {table} ADD PRIMARY KEY (application_id, id, "{column}");
+CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;
+DO $$
+DECLARE
+    month timestamp;
+BEGIN
+    FOR month IN
+        SELECT DISTINCT date_trunc('month', "{column}" AT TIME ZONE 'UTC') FROM {old}
+        UNION
+        SELECT date_trunc('month', now() AT TIME ZONE 'UTC') + ahead * interval '1 month'
+        FROM generate_series(0, 2) AS ahead
+    LOOP
+        EXECUTE format(
+            'CREATE TABLE %I PARTITION OF {table} FOR VALUES FROM (%L) TO (%L)',
+            '{table}_p' || to_char(month, 'YYYY_MM'),
+            month::text || '+00',
+            (month + interval '1 month')::text || '+00');
+    END LOOP;
+END $$;
+INSERT INTO {table} SELECT * FROM {old};
+{create}
+DROP TABLE {old};"#,
+            drop = self.drop_indexes(),
+            create = self.create_indexes(),
+        )
+    }
+
+    /// The reverse: one plain table keyed by `(application_id, id)`.
+    fn unpartition(&self) -> String {
+        let Self { table, .. } = self;
+        let old = format!("{table}_partitioned");
+        format!(
+            r#"ALTER TABLE {table} RENAME TO {old};
+ALTER TABLE {old} RENAME CONSTRAINT {table}_pkey TO {old}_pkey;
+{drop}
+CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS);
+ALTER TABLE {table} ADD PRIMARY KEY (application_id, id);
+INSERT INTO {table} SELECT * FROM {old};
+{create}
+DROP TABLE {old};"#,
+            drop = self.drop_indexes(),
+            create = self.create_indexes(),
+        )
+    }
+
+    fn drop_indexes(&self) -> String {
+        self.indexes
+            .iter()
+            .map(|(name, _)| format!("DROP INDEX IF EXISTS {name};\n"))
+            .collect()
+    }
+
+    fn create_indexes(&self) -> String {
+        self.indexes
+            .iter()
+            .map(|(name, columns)| format!("CREATE INDEX {name} ON {} ({columns});\n", self.table))
+            .collect()
+    }
+}
