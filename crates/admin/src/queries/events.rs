@@ -29,6 +29,19 @@ pub async fn select(
     }
     if let Some(session) = filter.session_id {
         select = select.filter(Column::SessionId.eq(session));
+        if filter.application.is_none() && filter.application_id.is_none() {
+            // The session index leads with the application: naming every application lets
+            // the database look the session up in each (a few probes) instead of reading
+            // every event (200 ms at 1,000,000 events). Every event's application has a row.
+            select = select.filter(
+                Column::ApplicationId.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(eye_entity::applications::Column::Id)
+                        .from(eye_entity::applications::Entity)
+                        .to_owned(),
+                ),
+            );
+        }
     }
     if let Some(category) = &filter.category {
         select = select.filter(Column::Category.eq(category.as_str()));
