@@ -141,13 +141,12 @@ fn sqlite_pragmas(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
-/// Brings the schema up to date.
 /// Brings the schema up to date and creates the coming months' partitions.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None)
         .await
         .context("failed to migrate the database")?;
-    eye_entity::partitions::create_ahead(db, chrono::Utc::now())
+    eye_entity::partitions::create_ahead(db, chrono::Utc::now(), None)
         .await
         .context("failed to create the coming months' partitions")?;
     Ok(())

@@ -834,20 +834,53 @@ async fn existing_rows_move_under_their_application_and_back(db: &TestDb) {
     .await
     .unwrap();
 
+    if backend == sea_orm::DbBackend::Postgres {
+        // A month of many events, beside the one event of January.
+        conn.execute_unprepared(
+            "INSERT INTO events (id, application_id, session_id, category, name, data, timestamp, received_at, stored_at) \
+             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'bulk', 'bulk', '{}', \
+                    t, t, t \
+             FROM generate_series(1, 10000) AS g, \
+                  LATERAL (SELECT '2021-02-01 00:00:00+00'::timestamptz + g * interval '1 minute' AS t) AS at",
+        )
+        .await
+        .unwrap();
+    }
     eye_migration::Migrator::up(&conn, None).await.unwrap();
     if backend == sea_orm::DbBackend::Postgres {
-        // Into the partition of its month, made for it by the migration.
-        let partition: String = conn
-            .query_one_raw(Statement::from_string(
+        // February has a partition of its own; January's one event waits in the default
+        // partition, as a month of few stragglers does.
+        let partitions: Vec<(String, String, i64)> = conn
+            .query_all_raw(Statement::from_string(
                 backend,
-                "SELECT tableoid::regclass::text AS p FROM events",
+                "SELECT category, tableoid::regclass::text AS p, count(*) AS n FROM events \
+                 GROUP BY 1, 2 ORDER BY 1",
             ))
             .await
             .unwrap()
-            .unwrap()
-            .try_get("", "p")
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("", "category").unwrap(),
+                    r.try_get("", "p").unwrap(),
+                    r.try_get("", "n").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            partitions,
+            [
+                ("bulk".to_owned(), "events_p2021_02".to_owned(), 10_000),
+                (
+                    "page interaction".to_owned(),
+                    "events_default".to_owned(),
+                    1
+                )
+            ]
+        );
+        conn.execute_unprepared("DELETE FROM events WHERE category = 'bulk'")
+            .await
             .unwrap();
-        assert_eq!(partition, "events_p2021_01");
     }
     let moved = events::Entity::find_by_id((app, id))
         .one(&conn)

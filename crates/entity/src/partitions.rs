@@ -23,10 +23,11 @@ pub const STRAGGLERS_PER_PARTITION: i64 = 10_000;
 const CHUNK: u32 = 10_000;
 
 /// Serialises partition changes between processes (workers, `eye migrate`, `eye retention`).
-/// A partition change waits at most `lock_timeout` for queries on the table: waiting longer
-/// would hold back every insert queued behind it.
-const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext('eye_partitions'));
-SET LOCAL lock_timeout = '10s'";
+/// Serialises partition changes between processes (workers, `eye migrate`, `eye retention`),
+/// and bounds how long a change waits for that and for the table: every insert queues behind
+/// a change waiting for `events`, so it gives up soon (and the upkeep tries again later).
+const LOCK: &str = "SET LOCAL lock_timeout = '2s';
+SELECT pg_advisory_xact_lock(hashtext('eye_partitions'))";
 
 /// A partitioned table and the column it is partitioned on.
 #[derive(Debug, Clone, Copy)]
@@ -77,11 +78,13 @@ fn next_month(month: NaiveDate) -> NaiveDate {
 }
 
 /// Creates the partitions of `now`'s month, of the month before (late events arrive after a
-/// month ends) and of the [`MONTHS_AHEAD`] after it where they are missing, and returns the
-/// names of those it created. Nothing on SQLite.
+/// month ends) and of the [`MONTHS_AHEAD`] after it where they are missing, except months
+/// wholly before `retained_from` (retention would drop them again), and returns the names of
+/// those it created. Nothing on SQLite.
 pub async fn create_ahead(
     db: &DatabaseConnection,
     now: DateTime<Utc>,
+    retained_from: Option<DateTime<Utc>>,
 ) -> Result<Vec<String>, DbErr> {
     let mut created = Vec::new();
     if db.get_database_backend() != DbBackend::Postgres {
@@ -90,12 +93,13 @@ pub async fn create_ahead(
     let first = month_of(now)
         .checked_sub_months(Months::new(1))
         .unwrap_or(NaiveDate::MIN);
+    let kept = retained_from.map_or(NaiveDate::MIN, month_of);
     for table in TABLES {
         for ahead in 0..=MONTHS_AHEAD + 1 {
             let month = first
                 .checked_add_months(Months::new(ahead))
                 .unwrap_or(first);
-            if create_month(db, table, month).await? {
+            if month >= kept && create_month(db, table, month).await? {
                 created.push(table.partition(month));
             }
         }
@@ -114,16 +118,7 @@ pub async fn create_month(
     let partition = table.partition(month);
     let txn = db.begin().await?;
     txn.execute_unprepared(LOCK).await?;
-    let exists = txn
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT to_regclass('{partition}') IS NOT NULL AS present"),
-        ))
-        .await?
-        .map(|row| row.try_get::<bool>("", "present"))
-        .transpose()?
-        .unwrap_or(false);
-    if exists {
+    if exists(&txn, &partition).await? {
         txn.commit().await?;
         return Ok(false);
     }
@@ -262,12 +257,27 @@ async fn drop_before(
         }
         let txn = db.begin().await?;
         txn.execute_unprepared(LOCK).await?;
-        txn.execute_unprepared(&format!("DROP TABLE IF EXISTS {partition}"))
-            .await?;
+        // Another process may have dropped it since the list was read.
+        if exists(&txn, &partition).await? {
+            txn.execute_unprepared(&format!("DROP TABLE {partition}"))
+                .await?;
+            dropped.push(partition);
+        }
         txn.commit().await?;
-        dropped.push(partition);
     }
     Ok(dropped)
+}
+
+async fn exists(db: &impl ConnectionTrait, table: &str) -> Result<bool, DbErr> {
+    Ok(db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT to_regclass('{table}') IS NOT NULL AS present"),
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "present"))
+        .transpose()?
+        .unwrap_or(false))
 }
 
 /// Deletes the rows of `table` whose `column` is before `cutoff`, [`CHUNK`] rows a statement.

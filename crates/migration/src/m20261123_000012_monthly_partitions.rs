@@ -7,7 +7,8 @@ pub struct Migration;
 /// On PostgreSQL, `events` becomes range-partitioned by month on `timestamp`, and
 /// `rejected_events` on `received_at`, so that retention drops whole months instead of
 /// deleting rows. Each gets a default partition for stragglers (months with no partition of
-/// their own) and a partition for every month that holds rows, this month and the next two;
+/// their own) and a partition for every month that holds 10,000 rows or more (the rest stay in
+/// the default partition), last month, this month and the next two;
 /// `eye migrate` and the workers create later months ahead (`eye_entity::partitions`).
 ///
 /// A key on a partitioned table must hold the partition column, so the keys become
@@ -107,10 +108,11 @@ DECLARE
     month timestamp;
 BEGIN
     FOR month IN
-        SELECT DISTINCT date_trunc('month', "{column}" AT TIME ZONE 'UTC') FROM {old}
+        SELECT date_trunc('month', "{column}" AT TIME ZONE 'UTC') FROM {old}
+        GROUP BY 1 HAVING count(*) >= 10000
         UNION
         SELECT date_trunc('month', now() AT TIME ZONE 'UTC') + ahead * interval '1 month'
-        FROM generate_series(0, 2) AS ahead
+        FROM generate_series(-1, 2) AS ahead
     LOOP
         EXECUTE format(
             'CREATE TABLE %I PARTITION OF {table} FOR VALUES FROM (%L) TO (%L)',

@@ -424,8 +424,23 @@ async fn dashboard_totals_past_ten_thousand_are_estimates_and_say_so(backend: Ba
         .collect();
     app.seed(&seeds).await;
     if !backend.is_embedded() {
-        // What autovacuum does on its own after enough writes.
-        app.db.execute_unprepared("ANALYZE events").await.unwrap();
+        // What autovacuum does on its own after enough writes: it analyses the partitions
+        // that hold the rows, never the partitioned table.
+        let partitions = app
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT DISTINCT tableoid::regclass::text AS p FROM events",
+            ))
+            .await
+            .unwrap();
+        for row in partitions {
+            let partition: String = row.try_get("", "p").unwrap();
+            app.db
+                .execute_unprepared(&format!("ANALYZE {partition}"))
+                .await
+                .unwrap();
+        }
     }
     let mut client = app.admin().await;
     let (_, page) = client.get("/").await;

@@ -208,6 +208,7 @@ async fn retention_removes_what_is_older_than_the_cutoff_and_keeps_the_rest(back
     let application = Uuid::now_v7();
     let (old_session, new_session) = (Uuid::new_v4(), Uuid::new_v4());
     let old_month = partitions::month_of(now - TimeDelta::days(500));
+    let cutoff_month = partitions::month_of(cutoff);
     if on_services {
         assert!(
             partitions::create_month(&app.db, EVENTS, old_month)
@@ -219,7 +220,16 @@ async fn retention_removes_what_is_older_than_the_cutoff_and_keeps_the_rest(back
                 .await
                 .unwrap()
         );
+        assert!(
+            partitions::create_month(&app.db, EVENTS, cutoff_month)
+                .await
+                .unwrap()
+        );
     }
+    // Older than the cutoff, in the month that holds it.
+    let (in_cutoff_month, cutoff_session) = (Uuid::now_v7(), Uuid::new_v4());
+    let early = cutoff_month.and_hms_opt(0, 0, 1).unwrap().and_utc();
+    assert!(early < cutoff);
     let in_old_month = Uuid::now_v7();
     let straggler = Uuid::now_v7();
     let recent = Uuid::now_v7();
@@ -238,6 +248,7 @@ async fn retention_removes_what_is_older_than_the_cutoff_and_keeps_the_rest(back
             now - TimeDelta::days(450),
         ),
         event(application, recent, new_session, now - TimeDelta::days(3)),
+        event(application, in_cutoff_month, cutoff_session, early),
         rejected(application, old_rejected, now - TimeDelta::days(500)),
         rejected(application, new_rejected, now - TimeDelta::hours(1)),
     ];
@@ -262,14 +273,29 @@ async fn retention_removes_what_is_older_than_the_cutoff_and_keeps_the_rest(back
         // Only the straggler was deleted row by row.
         assert_eq!((removed.events, removed.rejected_events), (1, 0));
         assert!(!partition_exists(&app, &EVENTS.partition(old_month)).await);
+        assert!(partition_exists(&app, &EVENTS.partition(cutoff_month)).await);
         assert!(partition_exists(&app, &EVENTS.partition(partitions::month_of(now))).await);
+        assert_eq!(removed.sessions, 1);
     } else {
         assert!(removed.partitions.is_empty());
-        assert_eq!((removed.events, removed.rejected_events), (2, 1));
+        assert_eq!((removed.events, removed.rejected_events), (3, 1));
+        assert_eq!(removed.sessions, 2);
     }
-    assert_eq!(removed.sessions, 1);
-    let kept: Vec<Uuid> = app.stored_events().await.iter().map(|e| e.id).collect();
-    assert_eq!(kept, [recent]);
+    let mut kept: Vec<Uuid> = app.stored_events().await.iter().map(|e| e.id).collect();
+    kept.sort();
+    // PostgreSQL keeps the whole month that holds the cutoff, with its session.
+    let mut expected = if on_services {
+        vec![recent, in_cutoff_month]
+    } else {
+        vec![recent]
+    };
+    expected.sort();
+    assert_eq!(kept, expected);
+    let cutoff_session_row = sessions::Entity::find_by_id((application, cutoff_session))
+        .one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(cutoff_session_row.is_some(), on_services);
     let kept: Vec<Uuid> = app.rejected_events().await.iter().map(|r| r.id).collect();
     assert_eq!(kept, [new_rejected]);
     let session = |id| sessions::Entity::find_by_id((application, id)).one(&app.db);
@@ -379,7 +405,7 @@ async fn the_coming_months_have_partitions_after_migrate(backend: Backend) {
     }
     // Run again, nothing new: every worker does this daily.
     assert!(
-        partitions::create_ahead(&app.db, Utc::now())
+        partitions::create_ahead(&app.db, Utc::now(), None)
             .await
             .unwrap()
             .is_empty()

@@ -23,7 +23,13 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let wait = match once(&db, retention_days).await {
+            // A stopping worker does not wait for a run (a long delete on SQLite): what it
+            // did not finish is done by the next.
+            let outcome = tokio::select! {
+                () = stop.cancelled() => return,
+                outcome = once(&db, retention_days) => outcome,
+            };
+            let wait = match outcome {
                 Ok(()) => DAILY,
                 Err(error) => {
                     tracing::warn!(%error, "partition upkeep failed; trying again in an hour");
@@ -42,12 +48,12 @@ pub fn spawn(
 /// retention, so that no partition is made for rows about to go), logging what changed.
 pub async fn once(db: &DatabaseConnection, retention_days: Option<u32>) -> Result<(), DbErr> {
     let now = Utc::now();
-    let created = partitions::create_ahead(db, now).await?;
+    let cutoff = retention_days.map(|days| now - chrono::TimeDelta::days(i64::from(days)));
+    let created = partitions::create_ahead(db, now, cutoff).await?;
     if !created.is_empty() {
         tracing::info!(?created, "partitions created ahead");
     }
-    if let Some(days) = retention_days {
-        let cutoff = now - chrono::TimeDelta::days(i64::from(days));
+    if let Some(cutoff) = cutoff {
         let removed = partitions::apply_retention(db, cutoff).await?;
         tracing::info!(
             %cutoff,

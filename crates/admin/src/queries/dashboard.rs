@@ -139,17 +139,20 @@ impl<'a> Reader<'a> {
             return Ok(Count::Exact(exact));
         }
         let estimate = match self.backend() {
-            // -1 until the table was first analysed.
+            // The table's own statistics, or its partitions' summed: autovacuum analyses
+            // partitions, never a partitioned table. -1 (here 0) until first analysed.
             DbBackend::Postgres => {
                 self.number(
                     &format!(
-                        "SELECT CAST(reltuples AS BIGINT) FROM pg_class WHERE oid = to_regclass('{table}')"
+                        "SELECT CAST(SUM(GREATEST(reltuples, 0)) AS BIGINT) FROM pg_class \
+                         WHERE oid = to_regclass('{table}') OR oid IN \
+                         (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass('{table}'))"
                     ),
                     vec![],
                 )
                 .await?
             }
-            // Rows are never deleted one by one, so the largest rowid is close to the count.
+            // The largest rowid: close to the count, above it by what retention deleted.
             _ => {
                 self.number(&format!("SELECT MAX(rowid) FROM {table}"), vec![])
                     .await?

@@ -6,7 +6,7 @@ use eye_entity::{events, sessions};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Select, TransactionTrait,
+    QueryOrder, Select, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -142,7 +142,10 @@ pub async fn find(
     application_id: Uuid,
     id: Uuid,
 ) -> Result<Option<events::Model>, DbErr> {
+    // On PostgreSQL an id may be stored twice under times more than a day apart (decision
+    // 48): the first is the event.
     events::Entity::find_by_id((application_id, id))
+        .order_by_asc(events::Column::Timestamp)
         .one(db)
         .await
 }
