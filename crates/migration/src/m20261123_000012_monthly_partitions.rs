@@ -12,9 +12,9 @@ pub struct Migration;
 /// `eye migrate` and the workers create later months ahead (`eye_entity::partitions`).
 ///
 /// A key on a partitioned table must hold the partition column, so the keys become
-/// `(application_id, id, timestamp)` and `(application_id, id, received_at)`; the writers skip
-/// an event whose id their application already stored within a day of its time, so dedup does
-/// not depend on the time being the same to the microsecond (docs/ARCHITECTURE.md).
+/// `(application_id, id, timestamp)` and `(application_id, id, received_at)`: an event
+/// delivered again has the same time, so it is still stored once (docs/ARCHITECTURE.md,
+/// decision 48, for what an id sent again under another time does).
 ///
 /// Existing rows are copied into the new tables in one transaction: stop the workers while it
 /// runs (the queue keeps what the api accepts meanwhile). `down` copies them back, and fails

@@ -20,10 +20,6 @@ use crate::sql;
 /// Rows per statement: under the bind-parameter limits of PostgreSQL and SQLite.
 const CHUNK: usize = 500;
 
-/// On PostgreSQL an event's key holds its time (the partition column): an id its application
-/// stored this close to an event's time is the same event, retried.
-pub const SAME_EVENT_WITHIN: chrono::TimeDelta = chrono::TimeDelta::days(1);
-
 /// A valid event; `data` is the JSON text as received.
 #[derive(Debug, Clone)]
 pub struct EventRow {
@@ -110,8 +106,8 @@ fn add_stored(by_application: &mut Vec<(Uuid, u64)>, application: Uuid, stored: 
 }
 
 /// Stores everything or nothing. Events already stored (same application and id; on
-/// PostgreSQL, within [`SAME_EVENT_WITHIN`] of its time) are skipped and do not count again
-/// towards their session.
+/// PostgreSQL, where the key holds the partition column, and time) are skipped and do not
+/// count again towards their session.
 pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbErr> {
     let (mut events, mut rejected, mut dead) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {

@@ -13,30 +13,19 @@ use super::{DeadRow, EventRow, RejectedRow, Written, add_stored, distinct_dead};
 /// Inserts the events not already stored, and adds each inserted one to its session.
 /// Sessions are locked in key order, so concurrent workers cannot deadlock on them.
 ///
-/// The key holds the partition column (`timestamp`), so it alone would store an id again
-/// under another time, as a client's retry may give it (a Segment time corrected for the
-/// client's clock, or taken from the receipt): an id the application stored within
-/// [`super::SAME_EVENT_WITHIN`] of the time counts as stored. That probe reads one or two
-/// partitions' keys. A batch's own repeats of an id are dropped first, keeping the first.
+/// The key holds the partition column (`timestamp`): an event delivered again is the same
+/// envelope, so its time is the same and the key catches it, in the batch or after it.
 const EVENTS: &str = r#"
 WITH incoming AS (
-    SELECT DISTINCT ON (application_id, id) *
-    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
-                $6::text[], $7::timestamptz[], $8::text[], $9::timestamptz[])
-        WITH ORDINALITY AS t(application_id, id, session_id, category, name, data, "timestamp",
-                             source, received_at, n)
-    ORDER BY application_id, id, n
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                         $6::text[], $7::timestamptz[], $8::text[], $9::timestamptz[])
+        AS t(application_id, id, session_id, category, name, data, "timestamp", source, received_at)
 ), inserted AS (
     INSERT INTO events (application_id, id, session_id, category, name, data, "timestamp",
                         source, received_at, stored_at)
     SELECT application_id, id, session_id, category, name, data::jsonb, "timestamp",
            source::jsonb, received_at, $10
-    FROM incoming i
-    WHERE NOT EXISTS (
-        SELECT 1 FROM events e
-        WHERE e.application_id = i.application_id AND e.id = i.id
-          AND e."timestamp" BETWEEN i."timestamp" - $11::interval AND i."timestamp" + $11::interval
-    )
+    FROM incoming
     ON CONFLICT DO NOTHING
     RETURNING application_id, session_id, "timestamp"
 ), sessions_written AS (
@@ -53,24 +42,14 @@ WITH incoming AS (
 SELECT application_id, count(*) AS stored FROM inserted GROUP BY application_id
 "#;
 
-/// As [`EVENTS`], on `received_at`, the partition column of `rejected_events`.
+/// Keyed as [`EVENTS`] is, by `received_at`, the partition column of `rejected_events`.
 const REJECTED: &str = r#"
-WITH incoming AS (
-    SELECT DISTINCT ON (application_id, id) *
-    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::timestamptz[])
-        WITH ORDINALITY AS t(application_id, id, category, name, payload, reasons, received_at, n)
-    ORDER BY application_id, id, n
-)
 INSERT INTO rejected_events (application_id, id, category, name, payload, reasons,
                              received_at, rejected_at)
 SELECT application_id, id, category, name, payload, reasons::jsonb, received_at, $8
-FROM incoming i
-WHERE NOT EXISTS (
-    SELECT 1 FROM rejected_events r
-    WHERE r.application_id = i.application_id AND r.id = i.id
-      AND r.received_at BETWEEN i.received_at - $9::interval AND i.received_at + $9::interval
-)
+FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::timestamptz[])
+    AS t(application_id, id, category, name, payload, reasons, received_at)
 ON CONFLICT DO NOTHING
 "#;
 
@@ -138,7 +117,6 @@ async fn insert_events(
         .bind(column(events, |e| e.source.as_deref()))
         .bind(column(events, |e| e.received_at))
         .bind(now)
-        .bind(same_event_within())
         .fetch_all(&mut **txn)
         .await
         .map_err(db_err)?;
@@ -162,21 +140,10 @@ async fn insert_rejected(
         .bind(column(rejected, |r| r.reasons.to_string()))
         .bind(column(rejected, |r| r.received_at))
         .bind(now)
-        .bind(same_event_within())
         .execute(&mut **txn)
         .await
         .map_err(db_err)?;
     Ok(done.rows_affected())
-}
-
-fn same_event_within() -> sqlx::postgres::types::PgInterval {
-    sqlx::postgres::types::PgInterval {
-        months: 0,
-        days: 0,
-        microseconds: super::SAME_EVENT_WITHIN
-            .num_microseconds()
-            .unwrap_or(i64::MAX),
-    }
 }
 
 /// One column of `rows`: the array an `unnest` parameter takes.
