@@ -8,7 +8,7 @@ use actix_web::http::Method;
 use actix_web::http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, CACHE_CONTROL, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS,
 };
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use eye_core::token::Scope;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -106,11 +106,7 @@ pub async fn post_events(
 
 /// `text/plain` or `application/json`, with any parameters (`charset=UTF-8`).
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    // Without its parameters (`charset=UTF-8`); empty when there is none.
-    let media_type = request.content_type();
-    if media_type.eq_ignore_ascii_case("text/plain")
-        || media_type.eq_ignore_ascii_case("application/json")
-    {
+    if ingest::is_json_or_text(request) {
         Ok(())
     } else {
         Err(ApiError::BrowserMediaType)

@@ -163,6 +163,14 @@ fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// Whether the body is `application/json` or `text/plain` (what browsers send to avoid a
+/// preflight), whatever its parameters (`charset=UTF-8`).
+pub(crate) fn is_json_or_text(request: &HttpRequest) -> bool {
+    let media_type = request.content_type();
+    media_type.eq_ignore_ascii_case("application/json")
+        || media_type.eq_ignore_ascii_case("text/plain")
+}
+
 pub(crate) fn is_gzip(request: &HttpRequest) -> Result<bool, ApiError> {
     let Some(encoding) = request.headers().get(CONTENT_ENCODING) else {
         return Ok(false);

@@ -8,7 +8,7 @@
 //! SQLite has no partitions: retention deletes its rows in chunks, so no statement holds the
 //! database for long.
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 
 /// Months after the current one whose partitions exist ahead of time: a worker that creates
@@ -206,7 +206,7 @@ pub async fn apply_retention(
         )
         .await?;
         // A session ending in the month that stays may still have events in it.
-        Utc.from_utc_datetime(&month_of(cutoff).and_time(chrono::NaiveTime::MIN))
+        month_of(cutoff).and_time(chrono::NaiveTime::MIN).and_utc()
     } else {
         removed.events = delete_older(db, EVENTS.name, EVENTS.column, cutoff).await?;
         removed.rejected_events =

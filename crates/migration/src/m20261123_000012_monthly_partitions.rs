@@ -91,16 +91,13 @@ const TABLES: [Partitioned; 2] = [
 ];
 
 impl Partitioned {
-    /// Renames the table away, creates the partitioned one like it, copies the rows over and
-    /// indexes them once they are in.
+    /// Creates the partitioned table like the plain one, with a default partition and one for
+    /// each month of many rows and for last month to two months ahead.
     fn partition(&self) -> String {
         let Self { table, column, .. } = self;
         let old = format!("{table}_unpartitioned");
-        format!(
-            r#"ALTER TABLE {table} RENAME TO {old};
-ALTER TABLE {old} RENAME CONSTRAINT {table}_pkey TO {old}_pkey;
-{drop}
-CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) PARTITION BY RANGE ("{column}");
+        let create = format!(
+            r#"CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) PARTITION BY RANGE ("{column}");
 ALTER TABLE {table} ADD PRIMARY KEY (application_id, id, "{column}");
 CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;
 DO $$
@@ -120,30 +117,36 @@ BEGIN
             month::text || '+00',
             (month + interval '1 month')::text || '+00');
     END LOOP;
-END $$;
-INSERT INTO {table} SELECT * FROM {old};
-{create}
-DROP TABLE {old};"#,
-            drop = self.drop_indexes(),
-            create = self.create_indexes(),
-        )
+END $$;"#
+        );
+        self.rebuild(&old, &create)
     }
 
     /// The reverse: one plain table keyed by `(application_id, id)`.
     fn unpartition(&self) -> String {
-        let Self { table, .. } = self;
+        let table = self.table;
         let old = format!("{table}_partitioned");
+        let create = format!(
+            "CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS);
+ALTER TABLE {table} ADD PRIMARY KEY (application_id, id);"
+        );
+        self.rebuild(&old, &create)
+    }
+
+    /// Renames the table to `old`, runs `create` to make the new one, copies the rows over,
+    /// indexes them once they are in and drops `old`.
+    fn rebuild(&self, old: &str, create: &str) -> String {
+        let table = self.table;
         format!(
-            r#"ALTER TABLE {table} RENAME TO {old};
+            "ALTER TABLE {table} RENAME TO {old};
 ALTER TABLE {old} RENAME CONSTRAINT {table}_pkey TO {old}_pkey;
 {drop}
-CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS);
-ALTER TABLE {table} ADD PRIMARY KEY (application_id, id);
-INSERT INTO {table} SELECT * FROM {old};
 {create}
-DROP TABLE {old};"#,
+INSERT INTO {table} SELECT * FROM {old};
+{indexes}
+DROP TABLE {old};",
             drop = self.drop_indexes(),
-            create = self.create_indexes(),
+            indexes = self.create_indexes(),
         )
     }
 

@@ -290,6 +290,16 @@ async fn messages_posted_by_hand_follow_the_segment_http_api(backend: Backend) {
             "batch[2]"
         ])
     );
+    // A body that is neither JSON nor text is refused.
+    let form = app
+        .client
+        .post(format!("{}/v1/track", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(message.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let no_key = post(
         "/v1/batch",
         json!({"batch": [message]}).to_string().replace(&key, ""),

@@ -8,7 +8,7 @@
 pub mod map;
 
 use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use eye_core::FieldError;
 use eye_core::token::Scope;
@@ -279,14 +279,7 @@ fn batch_of(batch: Option<Vec<Message<'_>>>) -> Result<Vec<Message<'_>>, ApiErro
 
 /// `application/json`, `text/plain` (what browsers send to avoid a preflight) or nothing.
 fn check_content_type(request: &HttpRequest) -> Result<(), ApiError> {
-    if !request.headers().contains_key(CONTENT_TYPE) {
-        return Ok(());
-    }
-    // Without its parameters (`charset=UTF-8`); empty when there is none.
-    let media_type = request.content_type();
-    if media_type.eq_ignore_ascii_case("application/json")
-        || media_type.eq_ignore_ascii_case("text/plain")
-    {
+    if !request.headers().contains_key(CONTENT_TYPE) || ingest::is_json_or_text(request) {
         Ok(())
     } else {
         Err(ApiError::UnsupportedMediaType)
