@@ -48,6 +48,26 @@ pub enum FilterError {
     Range,
     #[error("`q` is longer than {MAX_TEXT_CHARS} characters")]
     TextTooLong,
+    #[error(
+        "`group_by` names `{0}`: group by `category`, `name` or `application`, separated by commas"
+    )]
+    GroupBy(String),
+    #[error("`bucket` must be `minute`, `hour` or `day`")]
+    Bucket,
+    #[error(
+        "the window holds {buckets} buckets of a {bucket}; at most {max} are counted: narrow \
+         it or take a wider bucket"
+    )]
+    TooManyBuckets {
+        buckets: i64,
+        bucket: &'static str,
+        max: i64,
+    },
+    #[error(
+        "the answer would hold more than {0} rows: narrow the window, take a wider bucket or \
+         group by less"
+    )]
+    TooManyRows(u64),
 }
 
 /// Longest text searched for inside `data`.

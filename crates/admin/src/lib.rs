@@ -13,6 +13,7 @@ mod pages;
 mod queries;
 mod queue;
 mod read_api;
+mod stats;
 mod views;
 
 use std::net::TcpListener;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::throttle::Throttle;
 pub use auth::users::{UserError, create_user};
 pub use eye_http::proxies::{ProxyError, TrustedProxies};
-pub use filter::{Cursor, EventFilter};
+pub use filter::{Cursor, EventFilter, parse_time};
 pub use queries::events::{Order, Page, PageRequest};
 pub use queue::{QueueProbe, QueueStats};
 

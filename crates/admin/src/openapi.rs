@@ -66,10 +66,13 @@ pub struct Session {
         crate::read_api::stream_events,
         crate::read_api::session,
         crate::read_api::list_rejected,
+        crate::stats::counts,
+        crate::stats::sessions,
         crate::metrics::render
     ),
     tags(
         (name = "read", description = "Reading events."),
+        (name = "stats", description = "Counts and session statistics over a window."),
         (name = "operations", description = "Metrics.")
     )
 )]
@@ -98,8 +101,26 @@ const INVALID_FILTER: Problems = Problems {
     codes: &["invalid_filter"],
 };
 
+/// What the stats answer when they cannot count.
+const STATS: [Problems; 4] = [
+    Problems {
+        status: 400,
+        description: "A filter, the grouping or the bucket is not valid, the window spans more \
+                      buckets than may be counted, or the answer would hold too many rows.",
+        codes: &["invalid_filter"],
+    },
+    AUTH[0],
+    AUTH[1],
+    Problems {
+        status: 503,
+        description: "Tokens cannot be checked or the database cannot answer now, or the \
+                      statistics ran out of time: retry later or narrow the window.",
+        codes: &["auth_unavailable", "database_unavailable", "stats_timeout"],
+    },
+];
+
 /// What each read-api operation answers when it cannot read.
-pub fn read_problems() -> [(&'static str, Vec<Problems>); 4] {
+pub fn read_problems() -> [(&'static str, Vec<Problems>); 6] {
     let with_auth = |mut own: Vec<Problems>| {
         own.extend(AUTH);
         own
@@ -125,6 +146,8 @@ pub fn read_problems() -> [(&'static str, Vec<Problems>); 4] {
             ]),
         ),
         ("/api/v1/rejected-events", with_auth(vec![INVALID_FILTER])),
+        ("/api/v1/stats/counts", STATS.to_vec()),
+        ("/api/v1/stats/sessions", STATS.to_vec()),
         (
             "/api/v1/events/stream",
             vec![

@@ -32,7 +32,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
             .route("/events", web::get().to(list_events))
             .route("/events/stream", web::get().to(stream_events))
             .route("/sessions/{id}", web::get().to(session))
-            .route("/rejected-events", web::get().to(list_rejected)),
+            .route("/rejected-events", web::get().to(list_rejected))
+            .route("/stats/counts", web::get().to(crate::stats::counts))
+            .route("/stats/sessions", web::get().to(crate::stats::sessions)),
     );
 }
 
@@ -54,6 +56,12 @@ pub enum ReadError {
     NotFound,
     #[error(transparent)]
     SearchTimeout(SearchError),
+    #[error(
+        "the statistics took longer than {} s and were stopped: narrow the window or group by \
+         less, and try again",
+        .0.as_secs_f64()
+    )]
+    StatsTimeout(std::time::Duration),
     #[error("the database could not answer")]
     Db(#[from] sea_orm::DbErr),
     #[error(transparent)]
@@ -79,6 +87,7 @@ impl ReadError {
             ReadError::ApplicationRequired => "application_required",
             ReadError::NotFound => "not_found",
             ReadError::SearchTimeout(_) => "search_timeout",
+            ReadError::StatsTimeout(_) => "stats_timeout",
             ReadError::Db(_) => "database_unavailable",
             ReadError::Stream(_) => "live_unavailable",
         }
@@ -94,7 +103,9 @@ impl ResponseError for ReadError {
             | ReadError::ApplicationId
             | ReadError::ApplicationRequired => StatusCode::BAD_REQUEST,
             ReadError::NotFound => StatusCode::NOT_FOUND,
-            ReadError::SearchTimeout(_) | ReadError::Db(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ReadError::SearchTimeout(_) | ReadError::StatsTimeout(_) | ReadError::Db(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ReadError::Stream(e) => e.status_code(),
         }
     }
@@ -139,7 +150,7 @@ pub(crate) struct EventJson<'a> {
 }
 
 /// The request's grant to read, noted on the request for the metrics.
-async fn authorize(state: &State, request: &HttpRequest) -> Result<Grant, ReadError> {
+pub(crate) async fn authorize(state: &State, request: &HttpRequest) -> Result<Grant, ReadError> {
     let grant = state.gate.authorize(request, Scope::EventsRead).await?;
     request
         .extensions_mut()
@@ -152,7 +163,7 @@ fn raw(text: &str) -> &serde_json::value::RawValue {
     serde_json::from_str(text).unwrap_or(serde_json::value::RawValue::NULL)
 }
 
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -173,7 +184,7 @@ fn event_json<'a>(e: &'a events::Model, names: &'a HashMap<Uuid, String>) -> Eve
 
 /// Which applications a read token sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
+pub(crate) enum Reach {
     /// `events:read:all`: every application.
     All,
     /// The token's own application only.
@@ -181,7 +192,7 @@ enum Reach {
 }
 
 impl Reach {
-    fn of(grant: &Grant) -> Self {
+    pub(crate) fn of(grant: &Grant) -> Self {
         if grant.allows(Scope::EventsReadAll) {
             Reach::All
         } else {
@@ -191,7 +202,7 @@ impl Reach {
 
     /// The application filter (a name) a request reads with: its own application when it named
     /// none. `None` when it named another application, which this token cannot see.
-    fn narrow(
+    pub(crate) fn narrow(
         self,
         asked: Option<String>,
         names: &HashMap<Uuid, String>,

@@ -83,6 +83,9 @@ enum Command {
     /// Old events: remove them, or see the monthly partitions that hold them.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// The per-minute counts the stats api answers from.
+    #[command(subcommand)]
+    Rollups(RollupsCommand),
     /// Prints events (and rejected events, marked) as they are stored, one a line, until
     /// Ctrl-C. Reads the admin's stream with a read token.
     Tail {
@@ -145,6 +148,21 @@ enum RetentionCommand {
     },
     /// Lists the monthly partitions of `events` and `rejected_events` (PostgreSQL).
     Status,
+}
+
+#[derive(Subcommand)]
+enum RollupsCommand {
+    /// Recomputes the counts of a window from the stored events: after upgrading to a version
+    /// with rollups, for the events stored before. Workers go on storing meanwhile; each day
+    /// is replaced in one transaction. Without `--from`/`--to`, everything stored.
+    Rebuild {
+        /// Start, RFC 3339 or a date (midnight UTC), e.g. `2026-11-01`.
+        #[arg(long, value_parser = eye_cli::rollups::parse_time)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End (exclusive, widened to the minute), RFC 3339 or a date.
+        #[arg(long, value_parser = eye_cli::rollups::parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -316,6 +334,10 @@ async fn main() -> anyhow::Result<()> {
         Command::User(command) => user(&settings, command).await,
         Command::Dead(command) => dead(&settings, command).await,
         Command::Retention(command) => retention(&settings, command).await,
+        Command::Rollups(RollupsCommand::Rebuild { from, to }) => {
+            let db = stack::connect(settings.database_url()?).await?;
+            eye_cli::rollups::rebuild(&db, from, to).await
+        }
         Command::Tail {
             url,
             token,

@@ -139,6 +139,7 @@ async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
             "api_tokens",
             "applications",
             "dead_letters",
+            "event_counts",
             "events",
             "rate_limited",
             "rejected_events",
@@ -1022,6 +1023,8 @@ async fn retention_removes_old_events_from_the_command_line(db: &TestDb) {
         .map(|r| r.try_get("", "id").unwrap())
         .collect();
     assert_eq!(ids, [recent]);
+    // The rollups forget what went.
+    assert_eq!(counted(&conn, "").await, 1);
 
     let status = db.eye(&["retention", "status"]);
     if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
@@ -1050,6 +1053,116 @@ async fn retention_removes_old_events_from_the_command_line_on_sqlite() {
 async fn retention_removes_old_events_from_the_command_line_on_postgres() {
     if let Some(db) = TestDb::postgres().await {
         retention_removes_old_events_from_the_command_line(&db).await;
+        db.drop().await;
+    }
+}
+
+/// The events counted in `event_counts`, where `condition` (SQL after `WHERE`, or nothing).
+async fn counted(conn: &sea_orm::DatabaseConnection, condition: &str) -> i64 {
+    let filter = if condition.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {condition}")
+    };
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            conn.get_database_backend(),
+            format!(
+                "SELECT CAST(coalesce(sum(count), 0) AS BIGINT) AS n FROM event_counts{filter}"
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+/// `eye rollups rebuild` counts events stored before the rollups (or counted wrongly) again:
+/// a window, or everything stored; bad bounds are refused naming them.
+async fn rollups_are_rebuilt_from_the_stored_events(db: &TestDb) {
+    use eye_worker::store::{self, EventRow, Row};
+    stdout(&db.eye(&["migrate"]));
+    let conn = eye_cli::stack::connect(&db.url).await.unwrap();
+    let application = uuid::Uuid::now_v7();
+    let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+    let rows: Vec<Row> = [
+        ("checkout", "2026-03-01T10:00:05Z"),
+        ("checkout", "2026-03-01T10:00:59.999Z"),
+        ("page interaction", "2026-03-01T10:01:00Z"),
+        ("checkout", "2026-03-05T08:00:00Z"),
+    ]
+    .iter()
+    .map(|(category, time)| {
+        Row::Event(EventRow {
+            application_id: application,
+            id: uuid::Uuid::now_v7(),
+            session_id: application,
+            category: (*category).into(),
+            name: "x".into(),
+            data: "{}".into(),
+            timestamp: at(time),
+            source: None,
+            received_at: at(time),
+        })
+    })
+    .collect();
+    store::write(&conn, &rows).await.unwrap();
+    assert_eq!(counted(&conn, "").await, 4);
+    // As if stored before the rollups existed, with one count that is wrong.
+    conn.execute_unprepared("DELETE FROM event_counts")
+        .await
+        .unwrap();
+    let stale = format!(
+        "INSERT INTO event_counts (application_id, minute, category, name, count) \
+         VALUES ('{application}', '2026-03-05T08:00:00+00:00', 'checkout', 'x', 99)"
+    );
+    conn.execute_unprepared(&stale).await.unwrap();
+
+    let said = stdout(&db.eye(&[
+        "rollups",
+        "rebuild",
+        "--from",
+        "2026-03-01",
+        "--to",
+        "2026-03-02",
+    ]));
+    assert!(
+        said.contains("from 2026-03-01 00:00 UTC to 2026-03-02 00:00 UTC: 3 events counted"),
+        "{said}"
+    );
+    assert_eq!(counted(&conn, "category = 'checkout'").await, 2 + 99);
+    assert_eq!(counted(&conn, "category = 'page interaction'").await, 1);
+
+    let said = stdout(&db.eye(&["rollups", "rebuild"]));
+    assert!(said.contains(": 4 events counted"), "{said}");
+    assert_eq!(counted(&conn, "").await, 4);
+    assert_eq!(counted(&conn, "category = 'checkout'").await, 3);
+
+    for (args, named) in [
+        (
+            ["--from", "2026-03-02", "--to", "2026-03-01"],
+            "must be before --to",
+        ),
+        (["--from", "yesterday", "--to", "2026-03-01"], "not a time"),
+    ] {
+        let mut all = vec!["rollups", "rebuild"];
+        all.extend(args);
+        let refused = db.eye(&all);
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains(named), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn rollups_are_rebuilt_from_the_stored_events_on_sqlite() {
+    rollups_are_rebuilt_from_the_stored_events(&TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn rollups_are_rebuilt_from_the_stored_events_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        rollups_are_rebuilt_from_the_stored_events(&db).await;
         db.drop().await;
     }
 }

@@ -11,6 +11,8 @@
 use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 
+use crate::rollups;
+
 /// Months after the current one whose partitions exist ahead of time: a worker that creates
 /// them daily leaves weeks for one that fails to be noticed.
 pub const MONTHS_AHEAD: u32 = 2;
@@ -184,7 +186,8 @@ pub struct Removed {
 /// Removes events and rejected events older than `cutoff`, and the sessions that ended
 /// before it. On PostgreSQL a month's partition goes once the whole month is older than
 /// `cutoff`, so rows are kept up to a month past it; stragglers in the default partitions
-/// are deleted to the cutoff exactly. On SQLite rows are deleted to the cutoff exactly.
+/// are deleted to the cutoff exactly. On SQLite rows are deleted to the cutoff exactly. The
+/// rollups lose the counts of what went, so they keep matching the events.
 pub async fn apply_retention(
     db: &DatabaseConnection,
     cutoff: DateTime<Utc>,
@@ -206,11 +209,24 @@ pub async fn apply_retention(
         )
         .await?;
         // A session ending in the month that stays may still have events in it.
-        month_of(cutoff).and_time(chrono::NaiveTime::MIN).and_utc()
+        let kept = month_of(cutoff).and_time(chrono::NaiveTime::MIN).and_utc();
+        rollups::forget(db, None, kept).await?;
+        // The month's events were deleted up to the cutoff only if it has no partition (they
+        // were in the default one); a partition is kept whole.
+        let partitioned = list(db, EVENTS)
+            .await?
+            .iter()
+            .any(|(_, month)| *month == month_of(cutoff));
+        if !partitioned {
+            rollups::rebuild(db, kept, cutoff).await?;
+        }
+        kept
     } else {
         removed.events = delete_older(db, EVENTS.name, EVENTS.column, cutoff).await?;
         removed.rejected_events =
             delete_older(db, REJECTED_EVENTS.name, REJECTED_EVENTS.column, cutoff).await?;
+        rollups::forget(db, None, rollups::minute_of(cutoff)).await?;
+        rollups::rebuild(db, rollups::minute_of(cutoff), cutoff).await?;
         cutoff
     };
     removed.sessions = delete_older(db, "sessions", "last_seen", sessions_cutoff).await?;

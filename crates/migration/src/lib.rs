@@ -14,6 +14,7 @@ mod m20261123_000009_event_source;
 mod m20261123_000010_publishable_keys;
 mod m20261123_000011_schema_reloads;
 mod m20261123_000012_monthly_partitions;
+mod m20261124_000013_event_counts;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000010_publishable_keys::Migration),
             Box::new(m20261123_000011_schema_reloads::Migration),
             Box::new(m20261123_000012_monthly_partitions::Migration),
+            Box::new(m20261124_000013_event_counts::Migration),
         ]
     }
 }

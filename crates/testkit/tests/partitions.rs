@@ -6,10 +6,10 @@
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use eye_entity::partitions::{self, EVENTS, REJECTED_EVENTS};
-use eye_entity::{events, rejected_events, sessions};
+use eye_entity::{event_counts, events, rejected_events, rollups, sessions};
 use eye_testkit::{Backend, TestApp, on_both_backends, on_services, pageview};
 use eye_worker::store::{self, EventRow, RejectedRow, Row, Written};
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryOrder, Statement};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -308,6 +308,22 @@ async fn retention_removes_what_is_older_than_the_cutoff_and_keeps_the_rest(back
     };
     expected.sort();
     assert_eq!(kept, expected);
+    // The per-minute counts hold exactly the events kept.
+    let counted: Vec<(DateTime<Utc>, i64)> = event_counts::Entity::find()
+        .order_by_asc(event_counts::Column::Minute)
+        .all(&app.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| (c.minute, c.count))
+        .collect();
+    let left: Vec<(DateTime<Utc>, i64)> = app
+        .stored_events()
+        .await
+        .iter()
+        .map(|e| (rollups::minute_of(e.timestamp), 1))
+        .collect();
+    assert_eq!(counted, left);
     let cutoff_session_row = sessions::Entity::find_by_id((application, cutoff_session))
         .one(&app.db)
         .await

@@ -12,10 +12,7 @@ mod health;
 pub use health::{APPLICATIONS_SHOWN, Activity, Limited};
 
 use chrono::{DateTime, DurationRound, Utc};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement,
-    TransactionTrait, Value,
-};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value};
 
 /// Tables at most this large are counted exactly; counting them costs a few milliseconds.
 pub const EXACT_UP_TO: u64 = 10_000;
@@ -98,24 +95,10 @@ impl<'a> Reader<'a> {
         self.db.get_database_backend()
     }
 
-    /// One statement, in a read-only transaction with its own `statement_timeout` on
-    /// PostgreSQL (SQLite has none).
+    /// One statement under the dashboard's timeout on PostgreSQL.
     async fn rows(&self, sql: &str, values: Vec<Value>) -> Result<Vec<QueryResult>, DbErr> {
         let statement = Statement::from_sql_and_values(self.backend(), sql, values);
-        if self.backend() != DbBackend::Postgres {
-            return self.db.query_all_raw(statement).await;
-        }
-        let transaction = self.db.begin().await?;
-        // A number, never text from a request.
-        let millis = self.timeout.as_millis().max(1);
-        transaction
-            .execute_unprepared(&format!(
-                "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
-            ))
-            .await?;
-        let rows = transaction.query_all_raw(statement).await?;
-        transaction.commit().await?;
-        Ok(rows)
+        super::timed(self.db, self.timeout, statement).await
     }
 
     async fn number(&self, sql: &str, values: Vec<Value>) -> Result<Option<i64>, DbErr> {

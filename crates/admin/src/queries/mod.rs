@@ -4,10 +4,13 @@ pub mod dashboard;
 pub mod events;
 pub mod keyset;
 pub mod rejected;
+pub mod stats;
 
 use std::collections::HashMap;
 
-use sea_orm::{ConnectionTrait, DbBackend, DbErr};
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
 use uuid::Uuid;
 
 /// Application names by id, for showing rows.
@@ -24,6 +27,30 @@ pub async fn application_id(db: &impl ConnectionTrait, name: &str) -> Result<Uui
     Ok(eye_entity::tokens::find_application(db, name)
         .await?
         .map_or(Uuid::nil(), |a| a.id))
+}
+
+/// One statement, in a read-only transaction with its own `statement_timeout` on
+/// PostgreSQL (SQLite has none).
+pub async fn timed(
+    db: &DatabaseConnection,
+    timeout: Duration,
+    statement: Statement,
+) -> Result<Vec<QueryResult>, DbErr> {
+    use sea_orm::TransactionTrait;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return db.query_all_raw(statement).await;
+    }
+    let transaction = db.begin().await?;
+    // A number, never text from a request.
+    let millis = timeout.as_millis().max(1);
+    transaction
+        .execute_unprepared(&format!(
+            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
+        ))
+        .await?;
+    let rows = transaction.query_all_raw(statement).await?;
+    transaction.commit().await?;
+    Ok(rows)
 }
 
 /// PostgreSQL's `query_canceled`, which a statement timeout raises.

@@ -1,4 +1,5 @@
-//! Writing rows: events, session upserts, rejected events and dead letters in one transaction.
+//! Writing rows: events, session upserts, per-minute counts, rejected events and dead letters
+//! in one transaction.
 //! PostgreSQL takes each table's rows as arrays in one statement ([`postgres`]); SQLite (`eye
 //! dev`) takes multi-row inserts through SeaORM.
 
@@ -7,7 +8,7 @@ mod postgres;
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use eye_entity::{dead_letters, events, rejected_events, sessions};
+use eye_entity::{dead_letters, event_counts, events, rejected_events, rollups, sessions};
 use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, SimpleExpr};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Set, TransactionTrait,
@@ -107,7 +108,7 @@ fn add_stored(by_application: &mut Vec<(Uuid, u64)>, application: Uuid, stored: 
 
 /// Stores everything or nothing. Events already stored (same application and id; on
 /// PostgreSQL, where the key holds the partition column, and time) are skipped and do not
-/// count again towards their session.
+/// count again towards their session or their minute's count.
 pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbErr> {
     let (mut events, mut rejected, mut dead) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
@@ -130,7 +131,9 @@ pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbE
     for (application, _) in &inserted {
         add_stored(&mut stored_by_application, *application, 1);
     }
-    upsert_sessions(&txn, &events, inserted).await?;
+    let fresh = newly_inserted(&events, inserted);
+    upsert_sessions(&txn, &fresh).await?;
+    add_counts(&txn, &fresh).await?;
     let mut written_rejected = 0;
     for chunk in rejected.chunks(CHUNK) {
         written_rejected += insert_rejected(&txn, chunk).await?;
@@ -276,20 +279,52 @@ struct SessionDelta {
     count: i64,
 }
 
+/// The events of `events` that were inserted, each once.
+fn newly_inserted<'a>(
+    events: &[&'a EventRow],
+    mut inserted: HashSet<(Uuid, Uuid)>,
+) -> Vec<&'a EventRow> {
+    // `remove`, not `contains`: the same id twice in one batch was inserted once and counts
+    // once.
+    events
+        .iter()
+        .filter(|e| inserted.remove(&(e.application_id, e.id)))
+        .copied()
+        .collect()
+}
+
+/// Adds the inserted events to their minutes' counts, in key order as sessions are.
+async fn add_counts(txn: &impl ConnectionTrait, fresh: &[&EventRow]) -> Result<(), DbErr> {
+    let mut counts: BTreeMap<(Uuid, DateTime<Utc>, &str, &str), i64> = BTreeMap::new();
+    for event in fresh {
+        let minute = rollups::minute_of(event.timestamp);
+        *counts
+            .entry((event.application_id, minute, &event.category, &event.name))
+            .or_default() += 1;
+    }
+    let models: Vec<_> = counts
+        .into_iter()
+        .map(
+            |((application_id, minute, category, name), count)| event_counts::ActiveModel {
+                application_id: Set(application_id),
+                minute: Set(minute),
+                category: Set(category.to_owned()),
+                name: Set(name.to_owned()),
+                count: Set(count),
+            },
+        )
+        .collect();
+    for chunk in models.chunks(CHUNK) {
+        rollups::add(txn, chunk.to_vec()).await?;
+    }
+    Ok(())
+}
+
 /// One atomic upsert per session. Sessions are written in key order so that concurrent
 /// workers lock rows in the same order and cannot deadlock.
-async fn upsert_sessions(
-    txn: &impl ConnectionTrait,
-    events: &[&EventRow],
-    mut inserted: HashSet<(Uuid, Uuid)>,
-) -> Result<(), DbErr> {
+async fn upsert_sessions(txn: &impl ConnectionTrait, fresh: &[&EventRow]) -> Result<(), DbErr> {
     let mut deltas: BTreeMap<(Uuid, Uuid), SessionDelta> = BTreeMap::new();
-    for event in events {
-        // `remove`, not `contains`: the same id twice in one batch was inserted once and
-        // counts once.
-        if !inserted.remove(&(event.application_id, event.id)) {
-            continue;
-        }
+    for event in fresh {
         let at = event.timestamp;
         deltas
             .entry((event.application_id, event.session_id))

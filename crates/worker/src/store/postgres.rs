@@ -1,7 +1,8 @@
 //! PostgreSQL's way of writing a batch: each table's rows travel as one array per column and
 //! are inserted with `INSERT … SELECT FROM unnest(…)`, so a batch of any size is one prepared
 //! statement a table (planned once, no bind limit, no per-row SQL text). The events' sessions
-//! are upserted in the same statement, from the rows it actually inserted.
+//! and per-minute counts are upserted in the same statement, from the rows it actually
+//! inserted.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, PgPool, Postgres, Transaction};
@@ -10,8 +11,9 @@ use uuid::Uuid;
 
 use super::{DeadRow, EventRow, RejectedRow, Written, add_stored, distinct_dead};
 
-/// Inserts the events not already stored, and adds each inserted one to its session.
-/// Sessions are locked in key order, so concurrent workers cannot deadlock on them.
+/// Inserts the events not already stored, and adds each inserted one to its session and to
+/// its minute's count. Sessions and counts are locked in key order, so concurrent workers
+/// cannot deadlock on them.
 ///
 /// The key holds the partition column (`timestamp`): an event delivered again is the same
 /// envelope, so its time is the same and the key catches it, in the batch or after it.
@@ -27,7 +29,15 @@ WITH incoming AS (
            source::jsonb, received_at, $10
     FROM incoming
     ON CONFLICT DO NOTHING
-    RETURNING application_id, session_id, "timestamp"
+    RETURNING application_id, session_id, category, name, "timestamp"
+), counted AS (
+    INSERT INTO event_counts (application_id, minute, category, name, count)
+    SELECT application_id, date_trunc('minute', "timestamp", 'UTC'), category, name, count(*)
+    FROM inserted
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (application_id, minute, category, name) DO UPDATE SET
+        count = event_counts.count + excluded.count
 ), sessions_written AS (
     INSERT INTO sessions (application_id, id, first_seen, last_seen, event_count)
     SELECT application_id, session_id, min("timestamp"), max("timestamp"), count(*)
