@@ -31,7 +31,17 @@ pub struct BarChart {
 }
 
 impl BarChart {
+    /// Bars of time buckets, whose labels are UTC times.
     pub fn new(title: &str, buckets: &[Bucket]) -> Self {
+        Self::drawn(title, buckets, " UTC")
+    }
+
+    /// Bars of other bands (lengths, sizes), labelled as they are.
+    pub fn bands(title: &str, buckets: &[Bucket]) -> Self {
+        Self::drawn(title, buckets, "")
+    }
+
+    fn drawn(title: &str, buckets: &[Bucket], zone: &str) -> Self {
         let max = buckets.iter().map(|b| b.count).max().unwrap_or(0);
         let plot = HEIGHT - AXIS;
         let slot = WIDTH / u32::try_from(buckets.len().max(1)).unwrap_or(1);
@@ -53,7 +63,7 @@ impl BarChart {
                     y: plot - height,
                     width: slot.saturating_sub(2).max(1),
                     height,
-                    title: format!("{} UTC: {}", bucket.label, bucket.count),
+                    title: format!("{}{zone}: {}", bucket.label, bucket.count),
                 }
             })
             .collect();

@@ -25,6 +25,11 @@ pub enum PageError {
     NotFound,
     #[error(transparent)]
     SearchTimeout(SearchError),
+    #[error(
+        "the statistics took longer than {} s and were stopped: narrow the window, and try again",
+        .0.as_secs_f64()
+    )]
+    StatsTimeout(std::time::Duration),
     #[error("the database could not answer")]
     Db(#[from] DbErr),
     #[error("the page could not be drawn")]
@@ -64,6 +69,7 @@ impl PageError {
             PageError::BadForm(_) => "invalid_form",
             PageError::NotFound => "not_found",
             PageError::SearchTimeout(_) => "search_timeout",
+            PageError::StatsTimeout(_) => "stats_timeout",
             PageError::Db(_) => "database_unavailable",
             PageError::Render(_) => "render_failed",
             PageError::Sign(_) => "sign_failed",
@@ -89,9 +95,10 @@ impl ResponseError for PageError {
             PageError::Csrf => StatusCode::FORBIDDEN,
             PageError::BadFilter(_) | PageError::BadForm(_) => StatusCode::BAD_REQUEST,
             PageError::NotFound => StatusCode::NOT_FOUND,
-            PageError::SearchTimeout(_) | PageError::Db(_) | PageError::Replay(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            PageError::SearchTimeout(_)
+            | PageError::StatsTimeout(_)
+            | PageError::Db(_)
+            | PageError::Replay(_) => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Render(_) | PageError::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -26,27 +26,27 @@ pub const MAX_ROWS: u64 = 50_000;
 const DEFAULT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// The query string of the counts. Every field is text so that a bad value is named.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::IntoParams)]
 #[serde(default)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CountsQuery {
     /// What each count is of besides its bucket: `category`, `name` and `application`,
     /// separated by commas. Empty: one count per bucket.
-    group_by: String,
+    pub(crate) group_by: String,
     /// `minute`, `hour` (the default) or `day`; buckets start on whole UTC minutes, hours or
     /// days.
-    bucket: String,
+    pub(crate) bucket: String,
     /// Events at or after this time (of the event): UTC `YYYY-MM-DDTHH:MM[:SS]`, a date, or
     /// RFC 3339 with an offset. Default: a day before `to`.
-    from: String,
+    pub(crate) from: String,
     /// Events before this time, in the same forms. Default: now.
-    to: String,
+    pub(crate) to: String,
     /// An application's name; a token without `events:read:all` reads its own only.
-    application: String,
+    pub(crate) application: String,
     /// Only this category.
-    category: String,
+    pub(crate) category: String,
     /// Only this name.
-    name: String,
+    pub(crate) name: String,
 }
 
 /// The query string of the session stats.
@@ -137,7 +137,7 @@ fn text(s: &str) -> Option<String> {
 }
 
 /// `from` and `to` as given or by default, widened to whole minutes.
-fn window(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), FilterError> {
+pub(crate) fn window(from: &str, to: &str) -> Result<(DateTime<Utc>, DateTime<Utc>), FilterError> {
     let to = parse_time("to", to)?.unwrap_or_else(Utc::now);
     let from = parse_time("from", from)?.unwrap_or(to - DEFAULT_WINDOW);
     if from > to {
@@ -155,6 +155,36 @@ fn group_by(text: &str) -> Result<Vec<Group>, FilterError> {
         }
     }
     Ok(groups)
+}
+
+impl CountsQuery {
+    /// What to count, for every application until narrowed; refused past `max_buckets`.
+    pub(crate) fn request(&self, max_buckets: i64) -> Result<CountsRequest, FilterError> {
+        let bucket = match text(&self.bucket) {
+            None => Bucket::Hour,
+            Some(name) => Bucket::parse(&name).ok_or(FilterError::Bucket)?,
+        };
+        let (from, to) = window(&self.from, &self.to)?;
+        let width = bucket.width().num_minutes();
+        let buckets = ((to - from).num_minutes() + width - 1) / width;
+        if buckets > max_buckets {
+            return Err(FilterError::TooManyBuckets {
+                buckets,
+                bucket: bucket.name(),
+                max: max_buckets,
+            });
+        }
+        Ok(CountsRequest {
+            applications: Applications::All,
+            from,
+            to,
+            bucket,
+            group_by: group_by(&self.group_by)?,
+            category: text(&self.category),
+            name: text(&self.name),
+            limit: MAX_ROWS + 1,
+        })
+    }
 }
 
 /// The applications a request covers, with every application's name; `None` when it named
@@ -205,35 +235,14 @@ pub(crate) async fn counts(
     query: web::Query<CountsQuery>,
 ) -> Result<HttpResponse, ReadError> {
     let grant = authorize(&state, &request).await?;
-    let bucket = match text(&query.bucket) {
-        None => Bucket::Hour,
-        Some(name) => Bucket::parse(&name).ok_or(FilterError::Bucket)?,
-    };
-    let group_by = group_by(&query.group_by)?;
-    let (from, to) = window(&query.from, &query.to)?;
-    let width = bucket.width().num_minutes();
-    let buckets = ((to - from).num_minutes() + width - 1) / width;
-    if buckets > MAX_BUCKETS {
-        return Err(FilterError::TooManyBuckets {
-            buckets,
-            bucket: bucket.name(),
-            max: MAX_BUCKETS,
-        }
-        .into());
-    }
+    let asked = query.request(MAX_BUCKETS)?;
     let (covered, names) = applications(&state, Reach::of(&grant), &query.application).await?;
     let rows = match covered {
         None => Vec::new(),
         Some(applications) => {
             let asked = CountsRequest {
                 applications,
-                from,
-                to,
-                bucket,
-                group_by: group_by.clone(),
-                category: text(&query.category),
-                name: text(&query.name),
-                limit: MAX_ROWS + 1,
+                ..asked.clone()
             };
             query::counts(&state.db, state.search_timeout, &asked)
                 .await
@@ -255,10 +264,10 @@ pub(crate) async fn counts(
         })
         .collect();
     Ok(HttpResponse::Ok().json(Counts {
-        bucket: bucket.name(),
-        from: rfc3339(from),
-        to: rfc3339(to),
-        group_by: group_by.iter().map(|g| g.name()).collect(),
+        bucket: asked.bucket.name(),
+        from: rfc3339(asked.from),
+        to: rfc3339(asked.to),
+        group_by: asked.group_by.iter().map(|g| g.name()).collect(),
         total: counts.iter().map(|c| c.count).sum(),
         counts,
     }))

@@ -416,3 +416,32 @@ async fn an_operator_reads_a_busy_day_on_the_dashboard_in_a_browser() {
     assert_ne!(browser.text("#ingest-1m").await, "0");
     browser.screenshot("dashboard").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyst_reads_a_days_stats_in_a_browser() {
+    let Some(browser) = Browser::start("admin_browser").await else {
+        return;
+    };
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let seeded = seed_day(&app).await;
+    eye_admin::create_user(&app.db, ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    browser.goto(&format!("{}/stats", app.admin_address)).await;
+    browser.wait_for_url("/login").await;
+    browser.fill("#username", ADMIN_USER).await;
+    browser.fill("#password", ADMIN_PASSWORD).await;
+    browser.click("#login").await;
+    browser.find("#stats-buckets").await;
+
+    // The last day, per hour: every seeded event and visit.
+    let window = browser.text("#stats-window").await;
+    assert!(
+        window.starts_with(&format!("{seeded} events from")),
+        "{window}"
+    );
+    assert_eq!(browser.text("#session-count").await, "40 sessions.");
+    let types = browser.texts("#stats-types tbody tr").await;
+    assert_eq!(types.len(), 3, "{types:?}");
+    browser.screenshot("stats").await;
+}

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
 use eye_core::token::Scope;
 use eye_entity::{event_counts, events};
+use eye_testkit::AdminClient;
 use eye_testkit::{APPLICATION, Backend, Seed, TestApp, on_both_backends, pageview};
 use eye_worker::store::{self, EventRow, Row};
 use reqwest::StatusCode;
@@ -21,6 +22,7 @@ on_both_backends!(
     session_stats_equal_those_computed_from_the_events,
     a_token_counts_its_own_application_and_an_all_token_every_one,
     bad_stats_queries_are_named_problems,
+    the_stats_page_charts_counts_event_types_and_session_lengths,
 );
 
 const OTHER: &str = "other-app";
@@ -461,4 +463,78 @@ async fn bad_stats_queries_are_named_problems(backend: Backend) {
     )
     .await;
     assert_eq!((status, body["total"].clone()), (StatusCode::OK, json!(0)));
+}
+
+async fn the_stats_page_charts_counts_event_types_and_session_lengths(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let at = |h: u32, m: u32, s: u32| Utc.with_ymd_and_hms(2026, 3, 1, h, m, s).unwrap();
+    let (long, short, form) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let view = |session, t| Seed::new(session, "page interaction", "pageview", json!({}), t);
+    let submit = |t| Seed::new(form, "form interaction", "submit", json!({}), t);
+    app.seed(&[
+        view(long, at(10, 0, 0)),
+        view(long, at(10, 20, 0)),
+        view(long, at(10, 40, 0)),
+        view(short, at(11, 5, 0)),
+        submit(at(11, 30, 0)),
+        submit(at(11, 30, 30)),
+    ])
+    .await;
+    app.seed_for(OTHER, &[view(Uuid::new_v4(), at(10, 10, 0))])
+        .await;
+
+    let mut anonymous = AdminClient::new(&app.admin_address);
+    let (status, _) = anonymous.get("/stats").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the page needs a login");
+
+    let mut admin = app.admin().await;
+    let window = "from=2026-03-01T10:00&to=2026-03-01T12:00";
+    let (status, page) = admin.get(&format!("/stats?bucket=hour&{window}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for shown in [
+        "7 events from 2026-03-01 10:00 to 2026-03-01 12:00 UTC",
+        "<td>2026-03-01 10:00</td><td>4</td>",
+        "<td>2026-03-01 11:00</td><td>3</td>",
+        "<title>2026-03-01 10:00 UTC: 4</title>",
+        "<td>page interaction</td><td>pageview</td><td>5</td>",
+        "<td>form interaction</td><td>submit</td><td>2</td>",
+        "4 sessions.",
+        "<td>under 1 s</td><td>2</td>",
+        "<td>10 s–1 min</td><td>1</td>",
+        "<td>15 min–1 h</td><td>1</td>",
+        "<title>15 min–1 h: 1</title>",
+    ] {
+        assert!(
+            page.contains(shown),
+            "{shown} missing from the page:\n{page}"
+        );
+    }
+
+    // One application, by minute: the other's event is gone, empty minutes show as zero.
+    let (_, page) = admin
+        .get(&format!(
+            "/stats?bucket=minute&application={APPLICATION}&{window}"
+        ))
+        .await;
+    for shown in [
+        "6 events from",
+        "<td>2026-03-01 10:00</td><td>1</td>",
+        "<td>2026-03-01 10:10</td><td>0</td>",
+        "<td>2026-03-01 11:30</td><td>2</td>",
+        "3 sessions.",
+    ] {
+        assert!(
+            page.contains(shown),
+            "{shown} missing from the page:\n{page}"
+        );
+    }
+
+    let (status, page) = admin
+        .get("/stats?bucket=minute&from=2026-03-01&to=2026-03-03")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("at most 600 are counted"), "{page}");
+    let (status, page) = admin.get("/stats?from=2026-02-01&to=2026-02-02").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("No session began in this window"), "{page}");
 }

@@ -7,6 +7,7 @@ mod events;
 mod live;
 mod login;
 mod rejected;
+mod stats;
 pub(crate) mod types;
 
 use actix_web::{HttpResponse, web};
@@ -26,6 +27,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .route("/rejected", web::get().to(rejected::list))
         .route("/types", web::get().to(types::list))
+        .route("/stats", web::get().to(stats::show))
         .route("/live", web::get().to(live::show))
         .route("/live/stream", web::get().to(live::stream))
         .route("/dead-letters", web::get().to(dead::list))

@@ -246,19 +246,8 @@ pub async fn sessions(
     to: DateTime<Utc>,
 ) -> Result<SessionStats, DbErr> {
     let backend = db.get_database_backend();
-    let duration = match backend {
-        DbBackend::Postgres => {
-            "CAST(extract(epoch FROM last_seen - first_seen) AS DOUBLE PRECISION)"
-        }
-        _ => "(julianday(last_seen) - julianday(first_seen)) * 86400.0",
-    };
-    let window = |select: &mut SelectStatement| {
-        select
-            .from(eye_entity::sessions::Entity)
-            .and_where(Expr::col(Alias::new("first_seen")).gte(from))
-            .and_where(Expr::col(Alias::new("first_seen")).lt(to));
-        application_filter(select, applications);
-    };
+    let duration = duration(backend);
+    let window = |select: &mut SelectStatement| sessions_began(select, applications, from, to);
     let mut select = Query::select();
     select
         .expr_as(Expr::cust("count(*)"), Alias::new("sessions"))
@@ -358,4 +347,80 @@ async fn percentile(
         [only] => *only,
         [] => 0.0,
     })
+}
+
+/// A session's length in seconds, from its first event to its last.
+fn duration(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => {
+            "CAST(extract(epoch FROM last_seen - first_seen) AS DOUBLE PRECISION)"
+        }
+        _ => "(julianday(last_seen) - julianday(first_seen)) * 86400.0",
+    }
+}
+
+/// The sessions of `applications` whose first event is in the window.
+fn sessions_began(
+    select: &mut SelectStatement,
+    applications: &Applications,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) {
+    select
+        .from(eye_entity::sessions::Entity)
+        .and_where(Expr::col(Alias::new("first_seen")).gte(from))
+        .and_where(Expr::col(Alias::new("first_seen")).lt(to));
+    application_filter(select, applications);
+}
+
+/// The bands of the session-length histogram: each holds lengths below its bound, in seconds,
+/// and at or above the previous one's; the last holds the rest.
+pub const LENGTH_BANDS: [(f64, &str); 7] = [
+    (1.0, "under 1 s"),
+    (10.0, "1–10 s"),
+    (60.0, "10 s–1 min"),
+    (300.0, "1–5 min"),
+    (900.0, "5–15 min"),
+    (3600.0, "15 min–1 h"),
+    (f64::INFINITY, "1 h or more"),
+];
+
+/// How many sessions that began in the window fall in each of [`LENGTH_BANDS`].
+pub async fn session_lengths(
+    db: &DatabaseConnection,
+    timeout: Duration,
+    applications: &Applications,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<[i64; LENGTH_BANDS.len()], DbErr> {
+    let backend = db.get_database_backend();
+    let length = duration(backend);
+    let mut band = String::from("CASE");
+    for (i, (bound, _)) in LENGTH_BANDS.iter().enumerate() {
+        if bound.is_finite() {
+            band.push_str(&format!(" WHEN {length} < {bound:.1} THEN {i}"));
+        } else {
+            band.push_str(&format!(" ELSE {i} END"));
+        }
+    }
+    let mut select = Query::select();
+    select
+        .expr_as(Expr::cust(band), Alias::new("band"))
+        .expr_as(Expr::cust("count(*)"), Alias::new("sessions"));
+    sessions_began(&mut select, applications, from, to);
+    select.add_group_by([Expr::cust("1")]);
+    let mut bands = [0; LENGTH_BANDS.len()];
+    for row in super::timed(db, timeout, backend.build(&select)).await? {
+        let band: i32 = row.try_get("", "band")?;
+        if let Some(n) = usize::try_from(band).ok().and_then(|b| bands.get_mut(b)) {
+            *n = row.try_get("", "sessions")?;
+        }
+    }
+    Ok(bands)
+}
+
+/// The start of the bucket `at` falls in, UTC.
+pub fn bucket_start(at: DateTime<Utc>, bucket: Bucket) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    at.duration_trunc(bucket.width()).unwrap_or(at)
 }
