@@ -1,0 +1,231 @@
+//! How fast the stats api answers at scale on PostgreSQL, and how long `eye rollups rebuild`
+//! takes.
+//!
+//! ```sh
+//! EYE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!   cargo run --release -p eye-testkit --example stats_scale -- 10000000
+//! ```
+//!
+//! Creates (once) a database `eye_stats_scale` holding that many events over the last 30 days
+//! (six event types, sessions of 1 to 40 consecutive events), counts them into the
+//! rollups with the rebuild `eye rollups rebuild` runs, timing each day, and starts the admin
+//! on it. Then times, 20 times each: a day of hourly counts by category and name, a week of
+//! them, a day of minutes, and the session statistics of a day. `--drop` removes the database
+//! after.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use eye_admin::{Admin, QueueProbe};
+use eye_cli::stack;
+use eye_core::Settings;
+use eye_core::token::{Scope, TokenKeys};
+use eye_entity::rollups;
+use sea_orm::{ConnectionTrait, Statement};
+use secrecy::SecretString;
+
+const DATABASE: &str = "eye_stats_scale";
+const SECRET: &str = "stats-scale-secret-stats-scale-secret";
+
+/// Events spread evenly over the 30 days before now; each block of 40 consecutive events is
+/// cut into sessions of 1 to 40 events (the size varies by block).
+const SEED: &str = "INSERT INTO events (id, application_id, session_id, category, name, data, timestamp, received_at, stored_at)
+SELECT gen_random_uuid(), $1::uuid, md5(((g / 40) * 40 + (g % 40) / (1 + (g / 40) % 40))::text)::uuid,
+       (ARRAY['page interaction', 'page interaction', 'form interaction', 'checkout'])[1 + g % 4],
+       (ARRAY['pageview', 'cta click', 'submit', 'scroll', 'view', 'order'])[1 + g % 6],
+       jsonb_build_object('path', '/p' || (g % 997)),
+       t, t, t
+FROM generate_series(1, $2::int) AS g,
+     LATERAL (SELECT date_trunc('second', now()) - g * ($3::float8 * interval '1 second') AS t) AS time";
+
+const SESSIONS: &str = "INSERT INTO sessions (id, application_id, first_seen, last_seen, event_count)
+SELECT session_id, $1::uuid, MIN(timestamp), MAX(timestamp), COUNT(*) FROM events GROUP BY session_id";
+
+fn stats(mut times: Vec<Duration>) -> String {
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "p50 {:>7.1} ms   max {:>7.1} ms   ({} requests)",
+        ms(times[times.len() / 2]),
+        ms(*times.last().unwrap()),
+        times.len()
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rows: i64 = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
+    let server = std::env::var("EYE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin_db = stack::connect(&server).await?;
+    let exists = admin_db
+        .query_one_raw(Statement::from_string(
+            admin_db.get_database_backend(),
+            format!("SELECT 1 AS one FROM pg_database WHERE datname = '{DATABASE}'"),
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        admin_db
+            .execute_unprepared(&format!("CREATE DATABASE {DATABASE}"))
+            .await?;
+    }
+    let mut url = reqwest::Url::parse(&server)?;
+    url.set_path(DATABASE);
+    let db = stack::connect(url.as_str()).await?;
+    stack::migrate(&db).await?;
+    let keys = TokenKeys::new(SECRET.as_bytes());
+    let token = eye_entity::tokens::issue(
+        &db,
+        &keys,
+        "bench",
+        HashSet::from([Scope::EventsRead]),
+        chrono::Duration::hours(1),
+    )
+    .await?;
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let row = db
+                .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await?
+                .unwrap();
+            anyhow::Ok(row.try_get::<i64>("", "n")?)
+        }
+    };
+    let stored = count("SELECT COUNT(*) AS n FROM events").await?;
+    let days = 30;
+    if stored < rows {
+        let started = Instant::now();
+        db.execute_unprepared("TRUNCATE events, sessions, event_counts")
+            .await?;
+        let app = token.application.id;
+        let spacing = (days * 24 * 3600) as f64 / rows as f64;
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            SEED,
+            [app.into(), (rows as i32).into(), spacing.into()],
+        ))
+        .await?;
+        db.execute_raw(Statement::from_sql_and_values(
+            db.get_database_backend(),
+            SESSIONS,
+            [app.into()],
+        ))
+        .await?;
+        db.execute_unprepared("ANALYZE events; ANALYZE sessions")
+            .await?;
+        println!(
+            "seeded {rows} events in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("reusing {stored} events in database {DATABASE}");
+    }
+
+    // The rebuild, a day per transaction as `eye rollups rebuild` does it.
+    let now = Utc::now();
+    let mut day_times = Vec::new();
+    let mut counted = 0;
+    let started = Instant::now();
+    for day in (0..=days).rev() {
+        let from = rollups::minute_of(now - TimeDelta::days(day + 1));
+        let timer = Instant::now();
+        counted += rollups::rebuild(&db, from, from + TimeDelta::days(1)).await?;
+        day_times.push(timer.elapsed());
+    }
+    db.execute_unprepared("ANALYZE event_counts").await?;
+    let minutes = count("SELECT COUNT(*) AS n FROM event_counts").await?;
+    println!(
+        "rebuilt the rollups of {counted} events ({minutes} rows) in {:.1} s; a day: {}",
+        started.elapsed().as_secs_f64(),
+        stats(day_times)
+    );
+
+    let settings = Settings {
+        admin_addr: "127.0.0.1:0".into(),
+        jwt_secret: Some(SecretString::from(SECRET)),
+        database_url: Some(SecretString::from(url.to_string())),
+        ..Settings::default()
+    };
+    let admin = Admin::build(
+        &settings,
+        db.clone(),
+        QueueProbe::None,
+        None,
+        eye_core::metrics::Registry::disabled(),
+    )
+    .await?;
+    let base = format!("http://127.0.0.1:{}", admin.port());
+    tokio::spawn(admin.run_until_stopped());
+    let client = reqwest::Client::new();
+    let yesterday = (now - TimeDelta::days(2)).format("%Y-%m-%d");
+    let today = (now - TimeDelta::days(1)).format("%Y-%m-%d");
+    let week_ago = (now - TimeDelta::days(8)).format("%Y-%m-%d");
+    let cases = [
+        (
+            "a day of hourly counts by category and name",
+            format!(
+                "/api/v1/stats/counts?group_by=category,name&bucket=hour&from={yesterday}&to={today}"
+            ),
+        ),
+        (
+            "a week of hourly counts by category and name",
+            format!(
+                "/api/v1/stats/counts?group_by=category,name&bucket=hour&from={week_ago}&to={today}"
+            ),
+        ),
+        (
+            "a day of minutes by category",
+            format!(
+                "/api/v1/stats/counts?group_by=category&bucket=minute&from={yesterday}&to={today}"
+            ),
+        ),
+        (
+            "the session statistics of a day",
+            format!("/api/v1/stats/sessions?from={yesterday}&to={today}"),
+        ),
+    ];
+    for (what, path) in cases {
+        let mut times = Vec::new();
+        let mut summary = String::new();
+        for _ in 0..20 {
+            let timer = Instant::now();
+            let response = client
+                .get(format!("{base}{path}"))
+                .bearer_auth(&token.jwt)
+                .send()
+                .await?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await?;
+            times.push(timer.elapsed());
+            anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+            summary = match body.get("total") {
+                Some(total) => format!(
+                    "{total} events in {} rows",
+                    body["counts"].as_array().map_or(0, Vec::len)
+                ),
+                None => format!(
+                    "{} sessions, {} events each on average",
+                    body["sessions"], body["events_per_session"]["average"]
+                ),
+            };
+        }
+        println!("{what:<46} {}   {summary}", stats(times));
+    }
+
+    if args.iter().any(|a| a == "--drop") {
+        db.close().await?;
+        admin_db
+            .execute_unprepared(&format!("DROP DATABASE {DATABASE} WITH (FORCE)"))
+            .await?;
+        println!("dropped database {DATABASE}");
+    }
+    Ok(())
+}
