@@ -110,7 +110,8 @@ impl Cursor {
     }
 }
 
-fn text(s: &str) -> Option<String> {
+/// The trimmed text, or `None` if nothing is left.
+pub(crate) fn text(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::State;
-use crate::filter::{FilterError, parse_time};
+use crate::filter::{FilterError, parse_time, text};
 use crate::queries::stats::{self as query, Applications, Bucket, CountsRequest, Group, Spread};
 use crate::queries::{self, is_statement_timeout};
 use crate::read_api::{Reach, ReadError, authorize, rfc3339};
@@ -129,11 +129,6 @@ impl From<Spread> for SpreadJson {
             p90: s.p90,
         }
     }
-}
-
-fn text(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// `from` and `to` as given or by default, widened to whole minutes.

@@ -12,19 +12,13 @@
 //! dashboard. `--drop` removes the database after.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use eye_admin::{Admin, QueueProbe};
-use eye_cli::stack;
-use eye_core::Settings;
-use eye_core::token::{Scope, TokenKeys};
 use eye_testkit::AdminClient;
+use eye_testkit::scale::{ScaleDb, timings};
 use sea_orm::{ConnectionTrait, Statement};
-use secrecy::SecretString;
 
 const DATABASE: &str = "eye_admin_paging";
-const SECRET: &str = "paging-secret-paging-secret-paging-secret";
 
 /// Events at one per two seconds back from now, 8 per session, one category in ten a form.
 const SEED: &str = "INSERT INTO events (id, application_id, session_id, category, name, data, timestamp, received_at, stored_at)
@@ -37,20 +31,6 @@ SELECT gen_random_uuid(), $1::uuid, md5((g / 8)::text)::uuid,
        date_trunc('second', now()) - g * interval '2 seconds'
 FROM generate_series(1, $2::int) AS g";
 
-const SESSIONS: &str = "INSERT INTO sessions (id, application_id, first_seen, last_seen, event_count)
-SELECT session_id, $1::uuid, MIN(timestamp), MAX(timestamp), COUNT(*) FROM events GROUP BY session_id";
-
-fn stats(mut times: Vec<Duration>) -> String {
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!(
-        "p50 {:>6.1} ms   max {:>6.1} ms   ({} pages)",
-        ms(times[times.len() / 2]),
-        ms(*times.last().unwrap()),
-        times.len()
-    )
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,42 +38,10 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let server = std::env::var("EYE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin_db = stack::connect(&server).await?;
-    let exists = admin_db
-        .query_one_raw(Statement::from_string(
-            admin_db.get_database_backend(),
-            format!("SELECT 1 AS one FROM pg_database WHERE datname = '{DATABASE}'"),
-        ))
-        .await?
-        .is_some();
-    if !exists {
-        admin_db
-            .execute_unprepared(&format!("CREATE DATABASE {DATABASE}"))
-            .await?;
-    }
-    let mut url = reqwest::Url::parse(&server)?;
-    url.set_path(DATABASE);
-    let db = stack::connect(url.as_str()).await?;
-    stack::migrate(&db).await?;
-    let keys = TokenKeys::new(SECRET.as_bytes());
-    let token = eye_entity::tokens::issue(
-        &db,
-        &keys,
-        "bench",
-        HashSet::from([Scope::EventsRead]),
-        chrono::Duration::hours(1),
-    )
-    .await?;
-    let stored: i64 = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM events",
-        ))
-        .await?
-        .unwrap()
-        .try_get("", "n")?;
+    let scale = ScaleDb::open(DATABASE).await?;
+    let db = scale.db.clone();
+    let token = scale.read_token().await?;
+    let stored = scale.number("SELECT COUNT(*) AS n FROM events").await?;
     if stored < rows {
         let started = Instant::now();
         db.execute_unprepared("TRUNCATE events, sessions").await?;
@@ -104,14 +52,7 @@ async fn main() -> anyhow::Result<()> {
             [app.into(), (rows as i32).into()],
         ))
         .await?;
-        db.execute_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            SESSIONS,
-            [app.into()],
-        ))
-        .await?;
-        db.execute_unprepared("ANALYZE events; ANALYZE sessions")
-            .await?;
+        scale.sessions_from_events(app).await?;
         println!(
             "seeded {rows} events in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -120,22 +61,7 @@ async fn main() -> anyhow::Result<()> {
         println!("reusing {stored} events in database {DATABASE}");
     }
 
-    let settings = Settings {
-        admin_addr: "127.0.0.1:0".into(),
-        jwt_secret: Some(SecretString::from(SECRET)),
-        database_url: Some(SecretString::from(url.to_string())),
-        ..Settings::default()
-    };
-    let admin = Admin::build(
-        &settings,
-        db.clone(),
-        QueueProbe::None,
-        None,
-        eye_core::metrics::Registry::disabled(),
-    )
-    .await?;
-    let base = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let base = scale.admin().await?;
     let _ = eye_admin::create_user(&db, "bench", "bench-password-1").await;
     let mut browser = AdminClient::new(&base);
     browser.login("bench", "bench-password-1").await;
@@ -168,13 +94,14 @@ async fn main() -> anyhow::Result<()> {
         "dashboard, first load",
         first.as_secs_f64() * 1000.0
     );
-    println!("{:<34} {}", "dashboard, cache expired", stats(fresh));
-    println!("{:<34} {}", "dashboard, cached", stats(cached));
+    println!(
+        "{:<34} {}",
+        "dashboard, cache expired",
+        timings(fresh, "pages")
+    );
+    println!("{:<34} {}", "dashboard, cached", timings(cached, "pages"));
     if args.iter().any(|a| a == "--drop") {
-        db.close().await?;
-        admin_db
-            .execute_unprepared(&format!("DROP DATABASE {DATABASE} WITH (FORCE)"))
-            .await?;
+        scale.drop().await?;
     }
     Ok(())
 }
@@ -279,7 +206,11 @@ async fn walk_views(
             "/api/v1/events",
         )
         .await;
-        println!("{label:<34} {:<42} {}", stats(html), stats(json));
+        println!(
+            "{label:<34} {:<42} {}",
+            timings(html, "pages"),
+            timings(json, "pages")
+        );
     }
     Ok(())
 }

@@ -14,20 +14,14 @@
 //! after.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
-use eye_admin::{Admin, QueueProbe};
-use eye_cli::stack;
-use eye_core::Settings;
-use eye_core::token::{Scope, TokenKeys};
 use eye_entity::rollups;
+use eye_testkit::scale::{ScaleDb, timings};
 use sea_orm::{ConnectionTrait, Statement};
-use secrecy::SecretString;
 
 const DATABASE: &str = "eye_stats_scale";
-const SECRET: &str = "stats-scale-secret-stats-scale-secret";
 
 /// Events spread evenly over the 30 days before now; each block of 40 consecutive events is
 /// cut into sessions of 1 to 40 events (the size varies by block).
@@ -40,20 +34,6 @@ SELECT gen_random_uuid(), $1::uuid, md5(((g / 40) * 40 + (g % 40) / (1 + (g / 40
 FROM generate_series(1, $2::int) AS g,
      LATERAL (SELECT date_trunc('second', now()) - g * ($3::float8 * interval '1 second') AS t) AS time";
 
-const SESSIONS: &str = "INSERT INTO sessions (id, application_id, first_seen, last_seen, event_count)
-SELECT session_id, $1::uuid, MIN(timestamp), MAX(timestamp), COUNT(*) FROM events GROUP BY session_id";
-
-fn stats(mut times: Vec<Duration>) -> String {
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    format!(
-        "p50 {:>7.1} ms   max {:>7.1} ms   ({} requests)",
-        ms(times[times.len() / 2]),
-        ms(*times.last().unwrap()),
-        times.len()
-    )
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,45 +41,10 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000_000);
-    let server = std::env::var("EYE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let admin_db = stack::connect(&server).await?;
-    let exists = admin_db
-        .query_one_raw(Statement::from_string(
-            admin_db.get_database_backend(),
-            format!("SELECT 1 AS one FROM pg_database WHERE datname = '{DATABASE}'"),
-        ))
-        .await?
-        .is_some();
-    if !exists {
-        admin_db
-            .execute_unprepared(&format!("CREATE DATABASE {DATABASE}"))
-            .await?;
-    }
-    let mut url = reqwest::Url::parse(&server)?;
-    url.set_path(DATABASE);
-    let db = stack::connect(url.as_str()).await?;
-    stack::migrate(&db).await?;
-    let keys = TokenKeys::new(SECRET.as_bytes());
-    let token = eye_entity::tokens::issue(
-        &db,
-        &keys,
-        "bench",
-        HashSet::from([Scope::EventsRead]),
-        chrono::Duration::hours(1),
-    )
-    .await?;
-    let count = |sql: &'static str| {
-        let db = db.clone();
-        async move {
-            let row = db
-                .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
-                .await?
-                .unwrap();
-            anyhow::Ok(row.try_get::<i64>("", "n")?)
-        }
-    };
-    let stored = count("SELECT COUNT(*) AS n FROM events").await?;
+    let scale = ScaleDb::open(DATABASE).await?;
+    let db = scale.db.clone();
+    let token = scale.read_token().await?;
+    let stored = scale.number("SELECT COUNT(*) AS n FROM events").await?;
     let days = 30;
     if stored < rows {
         let started = Instant::now();
@@ -113,14 +58,7 @@ async fn main() -> anyhow::Result<()> {
             [app.into(), (rows as i32).into(), spacing.into()],
         ))
         .await?;
-        db.execute_raw(Statement::from_sql_and_values(
-            db.get_database_backend(),
-            SESSIONS,
-            [app.into()],
-        ))
-        .await?;
-        db.execute_unprepared("ANALYZE events; ANALYZE sessions")
-            .await?;
+        scale.sessions_from_events(app).await?;
         println!(
             "seeded {rows} events in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -141,29 +79,16 @@ async fn main() -> anyhow::Result<()> {
         day_times.push(timer.elapsed());
     }
     db.execute_unprepared("ANALYZE event_counts").await?;
-    let minutes = count("SELECT COUNT(*) AS n FROM event_counts").await?;
+    let minutes = scale
+        .number("SELECT COUNT(*) AS n FROM event_counts")
+        .await?;
     println!(
         "rebuilt the rollups of {counted} events ({minutes} rows) in {:.1} s; a day: {}",
         started.elapsed().as_secs_f64(),
-        stats(day_times)
+        timings(day_times, "days")
     );
 
-    let settings = Settings {
-        admin_addr: "127.0.0.1:0".into(),
-        jwt_secret: Some(SecretString::from(SECRET)),
-        database_url: Some(SecretString::from(url.to_string())),
-        ..Settings::default()
-    };
-    let admin = Admin::build(
-        &settings,
-        db.clone(),
-        QueueProbe::None,
-        None,
-        eye_core::metrics::Registry::disabled(),
-    )
-    .await?;
-    let base = format!("http://127.0.0.1:{}", admin.port());
-    tokio::spawn(admin.run_until_stopped());
+    let base = scale.admin().await?;
     let client = reqwest::Client::new();
     let yesterday = (now - TimeDelta::days(2)).format("%Y-%m-%d");
     let today = (now - TimeDelta::days(1)).format("%Y-%m-%d");
@@ -217,14 +142,11 @@ async fn main() -> anyhow::Result<()> {
                 ),
             };
         }
-        println!("{what:<46} {}   {summary}", stats(times));
+        println!("{what:<46} {}   {summary}", timings(times, "requests"));
     }
 
     if args.iter().any(|a| a == "--drop") {
-        db.close().await?;
-        admin_db
-            .execute_unprepared(&format!("DROP DATABASE {DATABASE} WITH (FORCE)"))
-            .await?;
+        scale.drop().await?;
         println!("dropped database {DATABASE}");
     }
     Ok(())

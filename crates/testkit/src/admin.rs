@@ -127,6 +127,18 @@ impl AdminClient {
 }
 
 impl TestApp {
+    /// A GET of the admin's read api with `token`: the status and the JSON body.
+    pub async fn read_api(&self, token: &str, path: &str) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.admin_address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
     /// A client logged in as [`ADMIN_USER`] (created on first use).
     pub async fn admin(&self) -> AdminClient {
         if eye_admin::create_user(&self.db, ADMIN_USER, ADMIN_PASSWORD)

@@ -14,6 +14,7 @@ mod front;
 pub mod logs;
 mod proxy;
 mod rabbit_node;
+pub mod scale;
 pub mod scrape;
 pub mod sdk;
 

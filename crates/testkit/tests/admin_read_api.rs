@@ -6,7 +6,7 @@ use chrono::{TimeZone, Utc};
 use eye_core::token::Scope;
 use eye_testkit::{Backend, Seed, TestApp, on_both_backends};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 on_both_backends!(
@@ -25,17 +25,6 @@ async fn read_token(app: &TestApp) -> String {
         .jwt
 }
 
-async fn get(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.admin_address))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
 async fn the_read_api_needs_a_token_with_the_read_scope(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let response = app
@@ -45,12 +34,14 @@ async fn the_read_api_needs_a_token_with_the_read_scope(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let (status, problem) = get(&app, &app.token, "/api/v1/events").await;
+    let (status, problem) = app.read_api(&app.token, "/api/v1/events").await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("missing_scope"))
     );
-    let (status, body) = get(&app, &read_token(&app).await, "/api/v1/events").await;
+    let (status, body) = app
+        .read_api(&read_token(&app).await, "/api/v1/events")
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["events"], json!([]));
 }
@@ -74,7 +65,7 @@ async fn events_are_read_page_by_page_with_the_same_filters(backend: Backend) {
     let mut seen = Vec::new();
     let mut path = "/api/v1/events?category=page+interaction&limit=5".to_owned();
     loop {
-        let (status, body) = get(&app, &token, &path).await;
+        let (status, body) = app.read_api(&token, &path).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let events = body["events"].as_array().unwrap();
         assert!(events.len() <= 5);
@@ -89,12 +80,12 @@ async fn events_are_read_page_by_page_with_the_same_filters(backend: Backend) {
     let expected: Vec<i64> = (0..23).rev().filter(|i| i % 2 == 0).collect();
     assert_eq!(seen, expected, "newest first, every match once");
 
-    let (_, body) = get(
-        &app,
-        &token,
-        "/api/v1/events?from=2021-03-01T00:10&to=2021-03-01T00:12",
-    )
-    .await;
+    let (_, body) = app
+        .read_api(
+            &token,
+            "/api/v1/events?from=2021-03-01T00:10&to=2021-03-01T00:12",
+        )
+        .await;
     let times: Vec<&str> = body["events"]
         .as_array()
         .unwrap()
@@ -114,7 +105,7 @@ async fn events_are_read_page_by_page_with_the_same_filters(backend: Backend) {
         "limit=0",
         "limit=100000",
     ] {
-        let (status, problem) = get(&app, &token, &format!("/api/v1/events?{bad}")).await;
+        let (status, problem) = app.read_api(&token, &format!("/api/v1/events?{bad}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         assert_eq!(problem["code"], "invalid_filter", "{bad}");
     }
@@ -130,7 +121,9 @@ async fn a_session_reads_as_its_summary_and_events_in_time_order(backend: Backen
         .collect();
     app.seed(&seeds).await;
     let token = read_token(&app).await;
-    let (status, body) = get(&app, &token, &format!("/api/v1/sessions/{session}")).await;
+    let (status, body) = app
+        .read_api(&token, &format!("/api/v1/sessions/{session}"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["event_count"], 3);
     assert_eq!(body["session"]["first_seen"], "2021-03-01T08:01:00.000000Z");
@@ -149,12 +142,9 @@ async fn a_session_reads_as_its_summary_and_events_in_time_order(backend: Backen
             "2021-03-01T08:05:00.000000Z"
         ]
     );
-    let (status, problem) = get(
-        &app,
-        &token,
-        &format!("/api/v1/sessions/{}", Uuid::new_v4()),
-    )
-    .await;
+    let (status, problem) = app
+        .read_api(&token, &format!("/api/v1/sessions/{}", Uuid::new_v4()))
+        .await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("not_found"))
@@ -180,26 +170,22 @@ async fn rejected_events_are_read_with_their_reasons_and_payload(backend: Backen
     )
     .await;
     let token = read_token(&app).await;
-    let (status, body) = get(
-        &app,
-        &token,
-        "/api/v1/rejected-events?reason=timestamp_in_future",
-    )
-    .await;
+    let (status, body) = app
+        .read_api(&token, "/api/v1/rejected-events?reason=timestamp_in_future")
+        .await;
     assert_eq!(status, StatusCode::OK);
     let rows = body["rejected_events"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["id"], future.to_string());
     assert_eq!(rows[0]["payload"], json!({"path": "/"}));
     assert_eq!(rows[0]["reasons"][0]["code"], "timestamp_in_future");
-    let (_, body) = get(&app, &token, "/api/v1/rejected-events?application=test-app").await;
+    let (_, body) = app
+        .read_api(&token, "/api/v1/rejected-events?application=test-app")
+        .await;
     assert_eq!(body["rejected_events"].as_array().unwrap().len(), 2);
-    let (_, body) = get(
-        &app,
-        &token,
-        "/api/v1/rejected-events?application=elsewhere",
-    )
-    .await;
+    let (_, body) = app
+        .read_api(&token, "/api/v1/rejected-events?application=elsewhere")
+        .await;
     assert_eq!(body["rejected_events"], json!([]));
 }
 
@@ -222,7 +208,7 @@ async fn events_sharing_one_timestamp_page_without_repeats_or_gaps(backend: Back
     let (mut seen, mut sizes) = (Vec::new(), Vec::new());
     let mut path = "/api/v1/events?limit=5".to_owned();
     loop {
-        let (_, body) = get(&app, &token, &path).await;
+        let (_, body) = app.read_api(&token, &path).await;
         let events = body["events"].as_array().unwrap();
         sizes.push(events.len());
         seen.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
@@ -277,7 +263,7 @@ async fn two_applications(app: &TestApp) -> TwoApplications {
 
 /// The `data.i` (events) or `payload.i` (rejections) of every row of a list answer.
 async fn seen(app: &TestApp, token: &str, path: &str) -> Vec<i64> {
-    let (status, body) = get(app, token, path).await;
+    let (status, body) = app.read_api(token, path).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     let (rows, field) = match body.get("events") {
         Some(events) => (events, "data"),
@@ -316,7 +302,9 @@ async fn a_read_token_reads_only_its_own_applications_events_sessions_and_reject
     let asks_for_other = format!("/api/v1/rejected-events?application={OTHER}");
     assert_eq!(seen(&app, &own, &asks_for_other).await, Vec::<i64>::new());
 
-    let (status, body) = get(&app, &own, &format!("/api/v1/sessions/{}", two.own_session)).await;
+    let (status, body) = app
+        .read_api(&own, &format!("/api/v1/sessions/{}", two.own_session))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["application_id"], two.own.to_string());
     assert_eq!(body["events"].as_array().unwrap().len(), 2);
@@ -331,19 +319,16 @@ async fn a_read_token_reads_only_its_own_applications_events_sessions_and_reject
             two.own_session, two.other
         ),
     ] {
-        let (status, problem) = get(&app, &own, &path).await;
+        let (status, problem) = app.read_api(&own, &path).await;
         assert_eq!(
             (status, problem["code"].as_str()),
             (StatusCode::NOT_FOUND, Some("not_found")),
             "{path}"
         );
     }
-    let (status, body) = get(
-        &app,
-        &other,
-        &format!("/api/v1/sessions/{}", two.other_session),
-    )
-    .await;
+    let (status, body) = app
+        .read_api(&other, &format!("/api/v1/sessions/{}", two.other_session))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["events"][0]["data"]["i"], 3);
 }
@@ -371,27 +356,33 @@ async fn an_all_applications_token_reads_every_application_and_names_a_sessions_
     assert_eq!(seen(&app, &all, &only_other).await, [3]);
     assert_eq!(seen(&app, &all, "/api/v1/rejected-events").await, [4, 5]);
 
-    let (status, problem) = get(&app, &all, &format!("/api/v1/sessions/{}", two.own_session)).await;
+    let (status, problem) = app
+        .read_api(&all, &format!("/api/v1/sessions/{}", two.own_session))
+        .await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("application_required"))
     );
     let session =
         |id: Uuid, application: Uuid| format!("/api/v1/sessions/{id}?application_id={application}");
-    let (status, body) = get(&app, &all, &session(two.own_session, two.own)).await;
+    let (status, body) = app.read_api(&all, &session(two.own_session, two.own)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["event_count"], 2);
-    let (status, body) = get(&app, &all, &session(two.other_session, two.other)).await;
+    let (status, body) = app
+        .read_api(&all, &session(two.other_session, two.other))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["session"]["application"], OTHER);
-    let (status, _) = get(&app, &all, &session(two.own_session, two.other)).await;
+    let (status, _) = app
+        .read_api(&all, &session(two.own_session, two.other))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, problem) = get(
-        &app,
-        &all,
-        &format!("/api/v1/sessions/{}?application_id=shop", two.own_session),
-    )
-    .await;
+    let (status, problem) = app
+        .read_api(
+            &all,
+            &format!("/api/v1/sessions/{}?application_id=shop", two.own_session),
+        )
+        .await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_filter"))

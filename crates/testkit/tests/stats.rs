@@ -47,18 +47,6 @@ async fn read_token(app: &TestApp, scopes: &[Scope]) -> String {
     app.token_with(scopes, chrono::Duration::hours(1)).await.jwt
 }
 
-async fn get(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.admin_address))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
-}
-
 /// Events over three days in six types, two applications, at random seconds.
 async fn seed_random(app: &TestApp, rng: &mut Rng, n: usize) {
     for application in [APPLICATION, OTHER] {
@@ -167,16 +155,17 @@ async fn counts_equal_the_stored_events_for_any_window_bucket_and_grouping(backe
                 .duration_trunc(TimeDelta::minutes(1))
                 .unwrap(),
         );
+        let utc = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S");
         let mut path = format!(
             "/api/v1/stats/counts?bucket={bucket}&group_by={}&from={}&to={}",
             group_by.join(","),
-            urlencoding(&from.to_rfc3339()),
-            urlencoding(&to.to_rfc3339())
+            utc(from),
+            utc(to)
         );
         if let Some(category) = category {
             path.push_str(&format!("&category={category}"));
         }
-        let (status, body) = get(&app, &token, &path).await;
+        let (status, body) = app.read_api(&token, &path).await;
         assert_eq!(status, StatusCode::OK, "case {case}: {path}: {body}");
         let want = expected(&stored, application, widened, bucket, group_by, category);
         assert_eq!(answered(&body, group_by), want, "case {case}: {path}");
@@ -190,19 +179,15 @@ async fn counts_equal_the_stored_events_for_any_window_bucket_and_grouping(backe
     }
 
     // The whole of it, by day: every stored event of the application, once.
-    let (_, body) = get(
-        &app,
-        &token,
-        "/api/v1/stats/counts?bucket=day&from=2026-02-28&to=2026-03-05",
-    )
-    .await;
+    let (_, body) = app
+        .read_api(
+            &token,
+            "/api/v1/stats/counts?bucket=day&from=2026-02-28&to=2026-03-05",
+        )
+        .await;
     let own = stored.iter().filter(|e| e.application_id == application);
     assert_eq!(body["total"].as_i64().unwrap(), own.count() as i64);
     assert_eq!(body["total"], 400);
-}
-
-fn urlencoding(text: &str) -> String {
-    text.replace('+', "%2B").replace(':', "%3A")
 }
 
 /// A batch written again, as a worker does when it stopped before acknowledging it, and an
@@ -253,9 +238,7 @@ async fn an_event_delivered_again_is_counted_once(backend: Backend) {
         .sum();
     assert_eq!((stored, counted), (32, 32));
     let token = read_token(&app, &[Scope::EventsRead]).await;
-    let (_, body) = get(
-        &app,
-        &token,
+    let (_, body) = app.read_api(&token,
         "/api/v1/stats/counts?bucket=minute&group_by=category&from=2026-03-01T00:00&to=2026-03-01T00:10",
     )
     .await;
@@ -334,7 +317,7 @@ async fn session_stats_equal_those_computed_from_the_events(backend: Backend) {
         durations.sort_by(f64::total_cmp);
 
         let path = format!("/api/v1/stats/sessions?from={from}&to={to}");
-        let (status, body) = get(&app, &token, &path).await;
+        let (status, body) = app.read_api(&token, &path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {body}");
         assert_eq!(body["sessions"], began.len(), "{path}");
         if began.is_empty() {
@@ -369,36 +352,33 @@ async fn a_token_counts_its_own_application_and_an_all_token_every_one(backend: 
     seed_random(&app, &mut rng, 50).await;
     let window = "from=2026-03-01&to=2026-03-04";
     let own = read_token(&app, &[Scope::EventsRead]).await;
-    let (_, body) = get(
-        &app,
-        &own,
-        &format!("/api/v1/stats/counts?bucket=day&{window}"),
-    )
-    .await;
+    let (_, body) = app
+        .read_api(&own, &format!("/api/v1/stats/counts?bucket=day&{window}"))
+        .await;
     assert_eq!(body["total"], 50);
     // Naming another application reads nothing, as the events listing does.
-    let (status, body) = get(
-        &app,
-        &own,
-        &format!("/api/v1/stats/counts?application={OTHER}&{window}"),
-    )
-    .await;
+    let (status, body) = app
+        .read_api(
+            &own,
+            &format!("/api/v1/stats/counts?application={OTHER}&{window}"),
+        )
+        .await;
     assert_eq!((status, body["total"].clone()), (StatusCode::OK, json!(0)));
-    let (_, body) = get(
-        &app,
-        &own,
-        &format!("/api/v1/stats/sessions?application={OTHER}&{window}"),
-    )
-    .await;
+    let (_, body) = app
+        .read_api(
+            &own,
+            &format!("/api/v1/stats/sessions?application={OTHER}&{window}"),
+        )
+        .await;
     assert_eq!(body["sessions"], 0);
 
     let all = read_token(&app, &[Scope::EventsRead, Scope::EventsReadAll]).await;
-    let (_, body) = get(
-        &app,
-        &all,
-        &format!("/api/v1/stats/counts?bucket=day&group_by=application&{window}"),
-    )
-    .await;
+    let (_, body) = app
+        .read_api(
+            &all,
+            &format!("/api/v1/stats/counts?bucket=day&group_by=application&{window}"),
+        )
+        .await;
     assert_eq!(body["total"], 100);
     let mut by_application: BTreeMap<String, i64> = BTreeMap::new();
     for row in body["counts"].as_array().unwrap() {
@@ -410,12 +390,12 @@ async fn a_token_counts_its_own_application_and_an_all_token_every_one(backend: 
         by_application,
         BTreeMap::from([(APPLICATION.to_owned(), 50), (OTHER.to_owned(), 50)])
     );
-    let (_, body) = get(
-        &app,
-        &all,
-        &format!("/api/v1/stats/sessions?application={OTHER}&{window}"),
-    )
-    .await;
+    let (_, body) = app
+        .read_api(
+            &all,
+            &format!("/api/v1/stats/sessions?application={OTHER}&{window}"),
+        )
+        .await;
     assert_eq!(body["sessions"], 50);
 }
 
@@ -432,36 +412,38 @@ async fn bad_stats_queries_are_named_problems(backend: Backend) {
             "11520 buckets of a minute",
         ),
     ] {
-        let (status, problem) = get(&app, &token, &format!("/api/v1/stats/counts?{query}")).await;
+        let (status, problem) = app
+            .read_api(&token, &format!("/api/v1/stats/counts?{query}"))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {problem}");
         assert_eq!(problem["code"], "invalid_filter", "{query}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains(names), "{query}: {detail}");
     }
-    let (status, problem) = get(&app, &token, "/api/v1/stats/sessions?to=soon").await;
+    let (status, problem) = app.read_api(&token, "/api/v1/stats/sessions?to=soon").await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_filter"))
     );
-    let (status, problem) = get(&app, &app.token, "/api/v1/stats/counts").await;
+    let (status, problem) = app.read_api(&app.token, "/api/v1/stats/counts").await;
     assert_eq!(
         (status, problem["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("missing_scope"))
     );
     // A week of minutes is the most one answer spans; an empty window counts nothing.
-    let (status, _) = get(
-        &app,
-        &token,
-        "/api/v1/stats/counts?bucket=minute&from=2026-03-01&to=2026-03-08",
-    )
-    .await;
+    let (status, _) = app
+        .read_api(
+            &token,
+            "/api/v1/stats/counts?bucket=minute&from=2026-03-01&to=2026-03-08",
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = get(
-        &app,
-        &token,
-        "/api/v1/stats/counts?from=2026-03-01T10:00&to=2026-03-01T10:00",
-    )
-    .await;
+    let (status, body) = app
+        .read_api(
+            &token,
+            "/api/v1/stats/counts?from=2026-03-01T10:00&to=2026-03-01T10:00",
+        )
+        .await;
     assert_eq!((status, body["total"].clone()), (StatusCode::OK, json!(0)));
 }
 

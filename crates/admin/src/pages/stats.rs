@@ -15,7 +15,7 @@ use crate::chart::BarChart;
 use crate::error::PageError;
 use crate::queries::dashboard::Bucket as Bar;
 use crate::queries::stats::{
-    self as query, Applications, Bucket, CountRow, Group, LENGTH_BANDS, SessionStats,
+    self as query, Applications, Bucket, CountRow, LENGTH_BANDS, SessionStats,
 };
 use crate::queries::{self, is_statement_timeout};
 use crate::stats::CountsQuery;
@@ -88,12 +88,12 @@ pub async fn show(
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
     let query = query.into_inner();
+    // Always by type: the page charts the busiest ones.
     let mut asked = CountsQuery {
         group_by: "category,name".into(),
         ..query.clone()
     }
     .request(MAX_BARS)?;
-    asked.group_by = vec![Group::Category, Group::Name];
     let application = query.application.trim();
     if !application.is_empty() {
         asked.applications =

@@ -6,7 +6,7 @@ use eye_entity::{events, sessions};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Select, TransactionTrait,
+    QueryOrder, Select,
 };
 use uuid::Uuid;
 
@@ -111,14 +111,7 @@ pub async fn search(
             SearchError::Db(e)
         }
     };
-    let transaction = db.begin().await?;
-    // A number, never text from the request.
-    let millis = timeout.as_millis().max(1);
-    transaction
-        .execute_unprepared(&format!(
-            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
-        ))
-        .await?;
+    let transaction = super::read_only(db, timeout).await?;
     let found = page(&transaction, filter, request)
         .await
         .map_err(timed_out)?;

@@ -29,17 +29,12 @@ pub async fn application_id(db: &impl ConnectionTrait, name: &str) -> Result<Uui
         .map_or(Uuid::nil(), |a| a.id))
 }
 
-/// One statement, in a read-only transaction with its own `statement_timeout` on
-/// PostgreSQL (SQLite has none).
-pub async fn timed(
+/// A read-only transaction whose statements stop after `timeout` (PostgreSQL).
+pub async fn read_only(
     db: &DatabaseConnection,
     timeout: Duration,
-    statement: Statement,
-) -> Result<Vec<QueryResult>, DbErr> {
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
     use sea_orm::TransactionTrait;
-    if db.get_database_backend() != DbBackend::Postgres {
-        return db.query_all_raw(statement).await;
-    }
     let transaction = db.begin().await?;
     // A number, never text from a request.
     let millis = timeout.as_millis().max(1);
@@ -48,6 +43,20 @@ pub async fn timed(
             "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
         ))
         .await?;
+    Ok(transaction)
+}
+
+/// One statement under `timeout` on PostgreSQL, in a [`read_only`] transaction (SQLite has
+/// no statement timeout).
+pub async fn timed(
+    db: &DatabaseConnection,
+    timeout: Duration,
+    statement: Statement,
+) -> Result<Vec<QueryResult>, DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return db.query_all_raw(statement).await;
+    }
+    let transaction = read_only(db, timeout).await?;
     let rows = transaction.query_all_raw(statement).await?;
     transaction.commit().await?;
     Ok(rows)
