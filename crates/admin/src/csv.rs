@@ -15,20 +15,6 @@ use crate::queries::events::{Order, PageRequest, SearchError, search};
 const CHUNK: u64 = 1_000;
 pub const HEADER: &str = "id,timestamp,received_at,application,session_id,category,name,data\r\n";
 
-/// Quotes a field when it needs it, and defuses cells a spreadsheet would run as a formula.
-pub fn field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{value}")
-    } else {
-        value.to_owned()
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value
-    }
-}
-
 pub fn row(event: &events::Model, applications: &HashMap<Uuid, String>) -> String {
     let application = applications
         .get(&event.application_id)
@@ -48,13 +34,7 @@ pub fn row(event: &events::Model, applications: &HashMap<Uuid, String>) -> Strin
         event.name.clone(),
         event.data.clone(),
     ];
-    let mut line = fields
-        .iter()
-        .map(|f| field(f))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line
+    eye_core::csv::line(&fields)
 }
 
 /// The header, then every matching event oldest first, one database page at a time.
@@ -99,18 +79,4 @@ pub fn stream(
         }
     });
     futures_util::StreamExt::chain(header, rows)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::field;
-
-    #[test]
-    fn fields_are_quoted_and_formulas_defused() {
-        assert_eq!(field("plain"), "plain");
-        assert_eq!(field("a,b"), "\"a,b\"");
-        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(field("line\nbreak"), "\"line\nbreak\"");
-    }
 }

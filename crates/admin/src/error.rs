@@ -39,6 +39,8 @@ pub enum PageError {
     /// The queue did not take a replayed dead letter; nothing not yet published was removed.
     #[error("{0}")]
     Replay(String),
+    #[error(transparent)]
+    Report(#[from] crate::reports::ReportError),
 }
 
 impl From<TokenOpError> for PageError {
@@ -74,6 +76,7 @@ impl PageError {
             PageError::Render(_) => "render_failed",
             PageError::Sign(_) => "sign_failed",
             PageError::Replay(_) => "replay_failed",
+            PageError::Report(e) => e.code(),
         }
     }
 }
@@ -100,6 +103,7 @@ impl ResponseError for PageError {
             | PageError::Db(_)
             | PageError::Replay(_) => StatusCode::SERVICE_UNAVAILABLE,
             PageError::Render(_) | PageError::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::Report(e) => e.status(),
         }
     }
 

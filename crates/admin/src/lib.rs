@@ -13,6 +13,7 @@ mod pages;
 mod queries;
 mod queue;
 mod read_api;
+mod reports;
 mod stats;
 mod views;
 
@@ -39,6 +40,15 @@ pub use filter::{Cursor, EventFilter, parse_time};
 pub use queries::events::{Order, Page, PageRequest};
 pub use queue::{QueueProbe, QueueStats};
 
+/// Where the admin publishes, when its process has a queue.
+#[derive(Clone, Default)]
+pub struct Publishers {
+    /// Replayed dead letters go to the events queue, as the api publishes.
+    pub dead_letters: Option<Publisher>,
+    /// Report jobs.
+    pub reports: Option<Publisher>,
+}
+
 /// What every handler shares.
 pub struct State {
     db: DatabaseConnection,
@@ -57,6 +67,9 @@ pub struct State {
     dashboard: pages::dashboard::Cache,
     /// Where replayed dead letters are published; none when this process has no queue.
     publisher: Option<Publisher>,
+    /// Where report jobs are queued; none when this process has no queue.
+    reports: Option<Publisher>,
+    report_limits: eye_entity::report_jobs::Limits,
     session_hours: i64,
     page_size: u64,
     token_refresh_ms: u64,
@@ -110,13 +123,14 @@ impl AdminHandle {
 
 impl Admin {
     /// Binds `settings.admin_addr` (port 0 picks a free port) and prepares the server.
-    /// `publisher` replays dead letters; without one the Dead letters page only lists and
-    /// discards. Counts into `metrics` and serves it on `/metrics`.
+    /// Without a dead-letter publisher the Dead letters page only lists and discards; without
+    /// a reports publisher reports can be read but not asked for. Counts into `metrics` and
+    /// serves it on `/metrics`.
     pub async fn build(
         settings: &Settings,
         db: DatabaseConnection,
         queue: QueueProbe,
-        publisher: Option<Publisher>,
+        publishers: Publishers,
         metrics: Registry,
     ) -> anyhow::Result<Self> {
         // Settings first: a wrong one stops the admin before it listens.
@@ -150,7 +164,9 @@ impl Admin {
             search_timeout: settings.admin_search_timeout(),
             silent_minutes: i64::try_from(settings.admin_silent_minutes).unwrap_or(i64::MAX),
             dashboard: pages::dashboard::Cache::default(),
-            publisher,
+            publisher: publishers.dead_letters,
+            reports: publishers.reports,
+            report_limits: eye_entity::report_jobs::Limits::of(settings),
             session_hours: settings.admin_session_hours,
             page_size: settings.admin_page_size.clamp(1, 1000),
             token_refresh_ms: settings.token_refresh_ms,

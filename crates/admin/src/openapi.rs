@@ -68,11 +68,15 @@ pub struct Session {
         crate::read_api::list_rejected,
         crate::stats::counts,
         crate::stats::sessions,
+        crate::reports::create,
+        crate::reports::show,
+        crate::reports::csv,
         crate::metrics::render
     ),
     tags(
         (name = "read", description = "Reading events."),
         (name = "stats", description = "Counts and session statistics over a window."),
+        (name = "reports", description = "Report jobs: ask, poll, download the CSV."),
         (name = "operations", description = "Metrics.")
     )
 )]
@@ -171,11 +175,85 @@ pub fn read_problems() -> [(&'static str, Vec<Problems>); 6] {
     ]
 }
 
+const REPORT_NOT_FOUND: Problems = Problems {
+    status: 404,
+    description: "No report has this id, it expired, or it covers an application this token \
+                  does not read.",
+    codes: &["not_found"],
+};
+
+/// What each reports operation answers when it cannot, by path and method.
+pub fn report_problems() -> [(&'static str, &'static str, Vec<Problems>); 3] {
+    [
+        (
+            "/api/v1/reports",
+            "post",
+            vec![
+                Problems {
+                    status: 400,
+                    description: "The body is not a report request, or its kind, window, \
+                                  times, filters or application are not valid.",
+                    codes: &["invalid_report"],
+                },
+                AUTH[0],
+                Problems {
+                    status: 403,
+                    description: "The token lacks the `events:read` scope, or it names an \
+                                  application it does not read.",
+                    codes: &["missing_scope", "application_forbidden"],
+                },
+                Problems {
+                    status: 503,
+                    description: "The job could not be queued (nothing was started: try \
+                                  again), this admin has no queue, or tokens or the database \
+                                  cannot answer now.",
+                    codes: &[
+                        "broker_unavailable",
+                        "broker_timeout",
+                        "broker_rejected",
+                        "broker_unroutable",
+                        "queue_full",
+                        "broker_blocked",
+                        "broker_unconfirmed",
+                        "reports_unavailable",
+                        "auth_unavailable",
+                        "database_unavailable",
+                    ],
+                },
+            ],
+        ),
+        (
+            "/api/v1/reports/{id}",
+            "get",
+            vec![REPORT_NOT_FOUND, AUTH[0], AUTH[1], AUTH[2]],
+        ),
+        (
+            "/api/v1/reports/{id}/csv",
+            "get",
+            vec![
+                REPORT_NOT_FOUND,
+                Problems {
+                    status: 409,
+                    description: "The report is still running, or it failed (the detail says \
+                                  why).",
+                    codes: &["report_running", "report_failed"],
+                },
+                AUTH[0],
+                AUTH[1],
+                AUTH[2],
+            ],
+        ),
+    ]
+}
+
 /// The read api's description (with the admin's `/metrics`).
 pub fn document() -> Document {
     let mut openapi = ReadApiDoc::openapi();
     for (path, listed) in read_problems() {
         problems(&mut openapi, path, "get", &listed);
+    }
+    for (path, method, listed) in report_problems() {
+        problems(&mut openapi, path, method, &listed);
     }
     finish(&mut openapi);
     openapi
@@ -188,6 +266,47 @@ mod tests {
     use crate::read_api::ReadError;
     use actix_web::ResponseError;
     use eye_auth::AuthError;
+
+    #[test]
+    fn every_problem_of_the_reports_is_described_with_its_status_and_code() {
+        use crate::reports::{ReportError, ReportProblem};
+        use eye_core::queue::PublishError;
+        let described: Vec<Problems> = report_problems()
+            .into_iter()
+            .flat_map(|(_, _, listed)| listed)
+            .collect();
+        let mut errors = vec![
+            ReportError::Problem(ReportProblem::Kind),
+            ReportError::Problem(ReportProblem::OtherApplication),
+            ReportError::NotFound,
+            ReportError::Running,
+            ReportError::Failed("x".into()),
+            ReportError::NoQueue,
+            ReportError::Db(sea_orm::DbErr::Custom("x".into())),
+        ];
+        errors.extend(
+            [
+                PublishError::Unavailable("x".into()),
+                PublishError::Timeout,
+                PublishError::Nacked,
+                PublishError::Unroutable,
+                PublishError::Full,
+                PublishError::Blocked,
+                PublishError::Unconfirmed("x".into()),
+            ]
+            .map(ReportError::Publish),
+        );
+        for error in errors {
+            let status = error.status().as_u16();
+            assert!(
+                described
+                    .iter()
+                    .any(|p| p.status == status && p.codes.contains(&error.code())),
+                "{status} {} is missing from the description of the reports",
+                error.code()
+            );
+        }
+    }
 
     #[test]
     fn every_problem_of_the_read_api_is_described_with_its_status_and_code() {

@@ -34,7 +34,14 @@ pub fn routes(config: &mut web::ServiceConfig) {
             .route("/sessions/{id}", web::get().to(session))
             .route("/rejected-events", web::get().to(list_rejected))
             .route("/stats/counts", web::get().to(crate::stats::counts))
-            .route("/stats/sessions", web::get().to(crate::stats::sessions)),
+            .route("/stats/sessions", web::get().to(crate::stats::sessions))
+            .service(
+                web::resource("/reports")
+                    .app_data(web::PayloadConfig::new(crate::reports::MAX_BODY_BYTES))
+                    .route(web::post().to(crate::reports::create)),
+            )
+            .route("/reports/{id}", web::get().to(crate::reports::show))
+            .route("/reports/{id}/csv", web::get().to(crate::reports::csv)),
     );
 }
 
@@ -66,6 +73,8 @@ pub enum ReadError {
     Db(#[from] sea_orm::DbErr),
     #[error(transparent)]
     Stream(#[from] live::StreamError),
+    #[error(transparent)]
+    Report(#[from] crate::reports::ReportError),
 }
 
 impl From<SearchError> for ReadError {
@@ -90,6 +99,7 @@ impl ReadError {
             ReadError::StatsTimeout(_) => "stats_timeout",
             ReadError::Db(_) => "database_unavailable",
             ReadError::Stream(_) => "live_unavailable",
+            ReadError::Report(e) => e.code(),
         }
     }
 }
@@ -107,6 +117,7 @@ impl ResponseError for ReadError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ReadError::Stream(e) => e.status_code(),
+            ReadError::Report(e) => e.status(),
         }
     }
 

@@ -71,6 +71,7 @@ pub async fn remove_policies(settings: &Settings) -> anyhow::Result<()> {
 /// that made their own).
 pub async fn remove_topology(amqp_url: &str, prefix: &str) -> anyhow::Result<()> {
     let deleted = eye_core::queue::delete(amqp_url, &Topology::new(prefix)).await;
+    let reports = eye_core::queue::delete(amqp_url, &Topology::reports(prefix)).await;
     let settings = Settings {
         amqp_url: Some(secrecy::SecretString::from(amqp_url.to_owned())),
         queue_prefix: prefix.to_owned(),
@@ -78,6 +79,7 @@ pub async fn remove_topology(amqp_url: &str, prefix: &str) -> anyhow::Result<()>
     };
     let removed = remove_policies(&settings).await;
     deleted?;
+    reports?;
     removed
 }
 

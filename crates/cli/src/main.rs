@@ -493,18 +493,24 @@ async fn admin(settings: &Settings) -> anyhow::Result<()> {
     settings.jwt_secret()?;
     eye_admin::check_settings(settings)?;
     let db = stack::connect(settings.database_url()?).await?;
-    // Without a broker URL the dashboard shows the queue as unknown and dead letters cannot be
-    // replayed from the panel; everything else works.
+    // Without a broker URL the dashboard shows the queue as unknown, and dead letters cannot be
+    // replayed nor reports asked for from the panel; everything else works.
     let queue = Queue::from_settings(settings).ok();
     let probe = queue
         .as_ref()
         .map_or(QueueProbe::None, |q| q.probe(settings, 0));
-    let publisher = queue
-        .map(|q| q.publisher(settings))
-        .transpose()
-        .context("failed to set up publishing to amqp_url (EYE_AMQP_URL)")?;
+    let publishers = match &queue {
+        None => eye_admin::Publishers::default(),
+        Some(queue) => (|| {
+            anyhow::Ok(eye_admin::Publishers {
+                dead_letters: Some(queue.publisher(settings)?),
+                reports: Some(queue.reports_publisher(settings)?),
+            })
+        })()
+        .context("failed to set up publishing to amqp_url (EYE_AMQP_URL)")?,
+    };
     let metrics = eye_cli::metrics::registry(settings);
-    let admin = Admin::build(settings, db, probe, publisher, metrics).await?;
+    let admin = Admin::build(settings, db, probe, publishers, metrics).await?;
     tracing::info!(addr = %settings.admin_addr, port = admin.port(), "admin listening");
     let handle = admin.handle();
     let server = tokio::spawn(admin.run_until_stopped());
@@ -562,6 +568,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let mover = queue.dead_letter_mover(settings, &db, &stop, &metrics);
     let schema_watch = validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen);
     let upkeep = eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone());
+    let reports = queue.spawn_report_runner(settings, &db, &stop).await?;
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
@@ -584,6 +591,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
         schema_watch.await?;
     }
     upkeep.await?;
+    reports.await?;
     if let Some(listener) = listener {
         listener.stop().await;
     }

@@ -26,8 +26,12 @@ use tokio_util::sync::CancellationToken;
 pub enum Queue {
     /// RabbitMQ at this URL.
     Amqp(String),
-    /// The in-process queue of `eye dev`; api and workers must share the process.
-    Memory(MemoryQueue),
+    /// The in-process queues of `eye dev` (events, and report jobs); api and workers must
+    /// share the process.
+    Memory {
+        events: MemoryQueue,
+        reports: MemoryQueue,
+    },
 }
 
 impl Queue {
@@ -36,10 +40,18 @@ impl Queue {
     }
 
     pub fn memory(settings: &Settings) -> Self {
-        Queue::Memory(MemoryQueue::new(
-            settings.memory_queue_capacity,
-            settings.publish_timeout(),
-        ))
+        Queue::Memory {
+            events: MemoryQueue::new(settings.memory_queue_capacity, settings.publish_timeout()),
+            reports: MemoryQueue::new(REPORT_JOBS_HELD, settings.publish_timeout()),
+        }
+    }
+
+    /// The in-process events queue, if this is one.
+    pub fn in_process(&self) -> Option<&MemoryQueue> {
+        match self {
+            Queue::Amqp(_) => None,
+            Queue::Memory { events, .. } => Some(events),
+        }
     }
 
     pub fn publisher(&self, settings: &Settings) -> anyhow::Result<Publisher> {
@@ -53,8 +65,44 @@ impl Queue {
                 )?
                 .with_compression(settings.queue_compression == QueueCompression::Lz4),
             )),
-            Queue::Memory(queue) => Publisher::Memory(queue.clone()),
+            Queue::Memory { events, .. } => Publisher::Memory(events.clone()),
         })
+    }
+
+    /// The in-process report jobs queue, if this is one.
+    pub fn in_process_reports(&self) -> Option<&MemoryQueue> {
+        match self {
+            Queue::Amqp(_) => None,
+            Queue::Memory { reports, .. } => Some(reports),
+        }
+    }
+
+    /// Where the admin queues report jobs.
+    pub fn reports_publisher(&self, settings: &Settings) -> anyhow::Result<Publisher> {
+        Ok(match self {
+            Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(
+                AmqpPublisher::new(
+                    url,
+                    Topology::reports(&settings.queue_prefix),
+                    1,
+                    settings.publish_timeout(),
+                )?
+                .with_compression(false),
+            )),
+            Queue::Memory { reports, .. } => Publisher::Memory(reports.clone()),
+        })
+    }
+
+    /// Where a worker process takes report jobs, one at a time.
+    pub fn reports_consumer(&self, settings: &Settings) -> Consumer {
+        match self {
+            Queue::Amqp(url) => Consumer::Amqp(Box::new(AmqpConsumer::new(
+                url,
+                Topology::reports(&settings.queue_prefix),
+                1,
+            ))),
+            Queue::Memory { reports, .. } => Consumer::Memory(reports.clone()),
+        }
     }
 
     /// What the admin dashboard asks for queue depth; `consumers` is how many workers this
@@ -65,8 +113,8 @@ impl Queue {
                 url: url.clone(),
                 topology: Topology::new(&settings.queue_prefix),
             },
-            Queue::Memory(queue) => QueueProbe::Memory {
-                queue: queue.clone(),
+            Queue::Memory { events, .. } => QueueProbe::Memory {
+                queue: events.clone(),
                 consumers: u32::try_from(consumers).unwrap_or(u32::MAX),
             },
         }
@@ -79,7 +127,42 @@ impl Queue {
                 Topology::new(&settings.queue_prefix),
                 settings.worker_prefetch,
             ))),
-            Queue::Memory(queue) => Consumer::Memory(queue.clone()),
+            Queue::Memory { events, .. } => Consumer::Memory(events.clone()),
+        }
+    }
+
+    /// Starts the report runner of a worker process. The in-process queue first gets back
+    /// the jobs still running in the database: their messages went with the last process.
+    pub async fn spawn_report_runner(
+        &self,
+        settings: &Settings,
+        db: &DatabaseConnection,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<JoinHandle<()>> {
+        if let Queue::Memory { .. } = self {
+            let publisher = self.reports_publisher(settings)?;
+            for id in eye_entity::report_jobs::running(db).await? {
+                publisher
+                    .publish(&eye_entity::report_jobs::message(id))
+                    .await
+                    .context("could not queue again a report left running")?;
+            }
+        }
+        let runner = eye_worker::reports::ReportRunner::new(
+            db.clone(),
+            self.reports_consumer(settings),
+            settings,
+            stop.clone(),
+        );
+        Ok(tokio::spawn(runner.run_until_stopped()))
+    }
+
+    /// Refuses further publishing on the in-process queues (RabbitMQ's are not this
+    /// process's to close).
+    pub fn close(&self) {
+        if let Queue::Memory { events, reports } = self {
+            events.close();
+            reports.close();
         }
     }
 
@@ -114,6 +197,9 @@ impl Queue {
         Some(tokio::spawn(mover.run_until_stopped()))
     }
 }
+
+/// Report jobs the in-process queue holds before asking for one more waits (and answers 503).
+const REPORT_JOBS_HELD: usize = 1_000;
 
 /// Connects to PostgreSQL or SQLite. Connecting is lazy about nothing: a wrong URL fails here.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
@@ -181,6 +267,7 @@ pub struct Running {
     mover: Option<JoinHandle<()>>,
     schema_watch: Option<JoinHandle<()>>,
     upkeep: Option<JoinHandle<()>>,
+    reports: Option<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
 }
@@ -233,7 +320,10 @@ pub async fn start_with_workers(
         settings,
         db.clone(),
         queue.probe(settings, workers),
-        Some(queue.publisher(settings)?),
+        eye_admin::Publishers {
+            dead_letters: Some(queue.publisher(settings)?),
+            reports: Some(queue.reports_publisher(settings)?),
+        },
         metrics.admin.clone(),
     )
     .await?;
@@ -249,6 +339,11 @@ pub async fn start_with_workers(
         .flatten();
     let upkeep = (workers > 0)
         .then(|| eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone()));
+    let reports = if workers > 0 {
+        Some(queue.spawn_report_runner(settings, db, &stop).await?)
+    } else {
+        None
+    };
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
@@ -270,6 +365,7 @@ pub async fn start_with_workers(
         mover,
         schema_watch,
         upkeep,
+        reports,
         stop,
         queue: queue.clone(),
     })
@@ -297,9 +393,7 @@ impl Running {
     /// Stops everything now, without draining; for tests that end abruptly.
     pub fn abort(self) {
         self.stop.cancel();
-        if let Queue::Memory(queue) = &self.queue {
-            queue.close();
-        }
+        self.queue.close();
         tokio::spawn(self.api.stop(false));
         tokio::spawn(self.admin.stop(false));
         self.api_task.abort();
@@ -317,9 +411,7 @@ impl Running {
         let _ = self.api_task.await;
         self.admin.stop(true).await;
         let _ = self.admin_task.await;
-        if let Queue::Memory(queue) = &self.queue {
-            queue.close();
-        }
+        self.queue.close();
         self.stop.cancel();
         let mut total = Shutdown::default();
         for worker in self.workers {
@@ -336,10 +428,13 @@ impl Running {
         if let Some(upkeep) = self.upkeep {
             let _ = upkeep.await;
         }
+        if let Some(reports) = self.reports {
+            let _ = reports.await;
+        }
         if let Some(listener) = self.worker_metrics {
             listener.stop().await;
         }
-        if let Queue::Memory(queue) = &self.queue {
+        if let Some(queue) = self.queue.in_process() {
             // What no worker took (one that stopped early) is lost too.
             total.unstored += Consumer::Memory(queue.clone()).abandon();
         }

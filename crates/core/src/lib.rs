@@ -1,6 +1,7 @@
 //! The contract every part of The Eye shares: events and envelopes, settings, token claims,
 //! queue topology and the publisher/consumer seam. No HTTP and no SQL live here.
 
+pub mod csv;
 pub mod event;
 pub mod metrics;
 pub mod origin;

@@ -136,6 +136,12 @@ pub struct Settings {
     /// start and then daily (on PostgreSQL by whole months, so rows stay up to a month
     /// longer). Unset: everything is kept.
     pub retention_days: Option<u32>,
+    /// Hours a report is kept after it finished; then it and its CSV are deleted.
+    pub report_retention_hours: u32,
+    /// Longest a worker spends on one report before failing it.
+    pub report_timeout_secs: u64,
+    /// Most rows one report's CSV may hold; a larger one fails, saying to narrow it.
+    pub report_max_rows: u64,
     /// `json` for machines, `pretty` for people.
     pub log_format: LogFormat,
     /// Whether the services count Prometheus metrics and serve them on `/metrics`.
@@ -228,6 +234,9 @@ impl Default for Settings {
             memory_queue_capacity: 10_000,
             drain_timeout_secs: 60,
             retention_days: None,
+            report_retention_hours: 7 * 24,
+            report_timeout_secs: 300,
+            report_max_rows: 1_000_000,
             log_format: LogFormat::Json,
             metrics_enabled: true,
             worker_metrics_addr: "127.0.0.1:8082".into(),
@@ -561,6 +570,13 @@ impl Settings {
             check.range("retention_days", days, 1..=36_500);
         }
         check.range(
+            "report_retention_hours",
+            self.report_retention_hours,
+            1..=8_760,
+        );
+        check.range("report_timeout_secs", self.report_timeout_secs, 1..=86_400);
+        check.range("report_max_rows", self.report_max_rows, 1..=100_000_000);
+        check.range(
             "memory_queue_capacity",
             self.memory_queue_capacity,
             1..=1_000_000,
@@ -578,6 +594,10 @@ impl Settings {
 
     pub fn publish_linger(&self) -> Duration {
         Duration::from_micros(self.publish_linger_us)
+    }
+
+    pub fn report_timeout(&self) -> Duration {
+        Duration::from_secs(self.report_timeout_secs)
     }
 
     pub fn admin_search_timeout(&self) -> Duration {
@@ -731,7 +751,7 @@ mod tests {
     #[test]
     fn out_of_range_settings_are_named_with_their_value_and_range() {
         type Change = fn(&mut Settings);
-        let cases: [(&str, Change); 16] = [
+        let cases: [(&str, Change); 19] = [
             ("schema_dir", |s| {
                 s.schema_dir = Some("/nonexistent/eye-schemas".into())
             }),
@@ -747,6 +767,9 @@ mod tests {
             }),
             ("api_workers", |s| s.api_workers = Some(0)),
             ("retention_days", |s| s.retention_days = Some(0)),
+            ("report_retention_hours", |s| s.report_retention_hours = 0),
+            ("report_timeout_secs", |s| s.report_timeout_secs = 86_401),
+            ("report_max_rows", |s| s.report_max_rows = 0),
             ("publish_channels", |s| s.publish_channels = 0),
             ("worker_batch_messages", |s| s.worker_batch_messages = 0),
             ("worker_prefetch", |s| s.worker_prefetch = 0),

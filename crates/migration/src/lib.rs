@@ -15,6 +15,7 @@ mod m20261123_000010_publishable_keys;
 mod m20261123_000011_schema_reloads;
 mod m20261123_000012_monthly_partitions;
 mod m20261124_000013_event_counts;
+mod m20261124_000014_reports;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000011_schema_reloads::Migration),
             Box::new(m20261123_000012_monthly_partitions::Migration),
             Box::new(m20261124_000013_event_counts::Migration),
+            Box::new(m20261124_000014_reports::Migration),
         ]
     }
 }

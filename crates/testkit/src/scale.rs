@@ -108,7 +108,7 @@ impl ScaleDb {
             &settings,
             self.db.clone(),
             QueueProbe::None,
-            None,
+            eye_admin::Publishers::default(),
             eye_core::metrics::Registry::disabled(),
         )
         .await?;

@@ -97,7 +97,7 @@ async fn a_shut_queue_answers_503_with_retry_after(backend: Backend) {
     let app = TestApp::spawn_with(backend, options).await;
     assert_eq!(app.post(&body()).await.status(), 202);
     match &app.queue {
-        eye_cli::stack::Queue::Memory(queue) => queue.close(),
+        eye_cli::stack::Queue::Memory { events, .. } => events.close(),
         eye_cli::stack::Queue::Amqp(_) => app.broker_proxy.as_ref().unwrap().cut(),
     }
     assert_unavailable_after_cut(&app).await;

@@ -377,7 +377,7 @@ async fn an_admin_without_a_queue_lists_and_discards_but_does_not_replay(backend
         &app.settings,
         app.db.clone(),
         eye_admin::QueueProbe::None,
-        None,
+        eye_admin::Publishers::default(),
         eye_core::metrics::Registry::disabled(),
     )
     .await

@@ -21,7 +21,7 @@ on_services!(
 fn amqp_url(app: &TestApp) -> String {
     match &app.queue {
         Queue::Amqp(url) => url.clone(),
-        Queue::Memory(_) => unreachable!("services only"),
+        Queue::Memory { .. } => unreachable!("services only"),
     }
 }
 

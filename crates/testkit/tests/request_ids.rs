@@ -98,7 +98,7 @@ async fn a_503_carries_the_sent_request_id(backend: Backend) {
     };
     let app = TestApp::spawn_with(backend, options).await;
     match &app.queue {
-        eye_cli::stack::Queue::Memory(queue) => queue.close(),
+        eye_cli::stack::Queue::Memory { events, .. } => events.close(),
         eye_cli::stack::Queue::Amqp(_) => app.broker_proxy.as_ref().unwrap().cut(),
     }
     let response = post(&app, &event())

@@ -10,6 +10,7 @@
 //! - [`live`]: what a stored batch shows to whoever watches live.
 //! - [`dead_letters`]: moving RabbitMQ's dead-letter queue into the `dead_letters` table.
 //! - [`upkeep`]: the coming months' partitions and retention, daily.
+//! - [`reports`]: report jobs, from their own queue.
 //! - [`validation`]: which events are valid; [`reload`]: the validators in force, swapped
 //!   when the schema directory is reloaded.
 
@@ -22,6 +23,7 @@ mod failure;
 mod live;
 pub mod metrics;
 pub mod reload;
+pub mod reports;
 pub mod sql;
 pub mod store;
 pub mod upkeep;

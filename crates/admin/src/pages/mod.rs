@@ -7,6 +7,7 @@ mod events;
 mod live;
 mod login;
 mod rejected;
+mod reports;
 mod stats;
 pub(crate) mod types;
 
@@ -28,6 +29,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/rejected", web::get().to(rejected::list))
         .route("/types", web::get().to(types::list))
         .route("/stats", web::get().to(stats::show))
+        .route("/reports", web::get().to(reports::list))
+        .route("/reports", web::post().to(reports::create))
+        .route("/reports/{id}/csv", web::get().to(reports::csv))
         .route("/live", web::get().to(live::show))
         .route("/live/stream", web::get().to(live::stream))
         .route("/dead-letters", web::get().to(dead::list))

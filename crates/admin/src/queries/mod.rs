@@ -13,6 +13,8 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement};
 use uuid::Uuid;
 
+pub use eye_entity::reads::{is_statement_timeout, read_only};
+
 /// Application names by id, for showing rows.
 pub async fn application_names(db: &impl ConnectionTrait) -> Result<HashMap<Uuid, String>, DbErr> {
     Ok(eye_entity::tokens::applications(db)
@@ -29,23 +31,6 @@ pub async fn application_id(db: &impl ConnectionTrait, name: &str) -> Result<Uui
         .map_or(Uuid::nil(), |a| a.id))
 }
 
-/// A read-only transaction whose statements stop after `timeout` (PostgreSQL).
-pub async fn read_only(
-    db: &DatabaseConnection,
-    timeout: Duration,
-) -> Result<sea_orm::DatabaseTransaction, DbErr> {
-    use sea_orm::TransactionTrait;
-    let transaction = db.begin().await?;
-    // A number, never text from a request.
-    let millis = timeout.as_millis().max(1);
-    transaction
-        .execute_unprepared(&format!(
-            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}"
-        ))
-        .await?;
-    Ok(transaction)
-}
-
 /// One statement under `timeout` on PostgreSQL, in a [`read_only`] transaction (SQLite has
 /// no statement timeout).
 pub async fn timed(
@@ -60,18 +45,6 @@ pub async fn timed(
     let rows = transaction.query_all_raw(statement).await?;
     transaction.commit().await?;
     Ok(rows)
-}
-
-/// PostgreSQL's `query_canceled`, which a statement timeout raises.
-pub fn is_statement_timeout(error: &DbErr) -> bool {
-    use sea_orm::RuntimeErr;
-    use sea_orm::sqlx::Error as Sqlx;
-    match error {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
-            matches!(e.as_ref(), Sqlx::Database(db) if db.code().as_deref() == Some("57014"))
-        }
-        _ => false,
-    }
 }
 
 /// How both backends render `data` for a text search: JSON text with one space after every

@@ -46,6 +46,21 @@ impl Topology {
             live_watchers: format!("{prefix}.events.live.watchers"),
         }
     }
+
+    /// The report jobs' exchange and queue (`{prefix}.reports`), shaped like the events' so
+    /// the same publisher and consumer carry them. Nothing watches jobs live: those names are
+    /// never declared.
+    pub fn reports(prefix: &str) -> Self {
+        Self {
+            exchange: format!("{prefix}.reports"),
+            queue: format!("{prefix}.reports"),
+            dead_exchange: format!("{prefix}.reports.dlx"),
+            dead_queue: format!("{prefix}.reports.dead"),
+            routing_key: "report".into(),
+            live_exchange: format!("{prefix}.reports.live"),
+            live_watchers: format!("{prefix}.reports.live.watchers"),
+        }
+    }
 }
 
 /// Why a message could not be confirmed. Every variant but [`PublishError::Unconfirmed`]
