@@ -5,6 +5,7 @@ pub mod broker;
 pub mod dead;
 pub mod dev;
 pub mod metrics;
+pub mod report;
 pub mod rollups;
 pub mod schemas;
 pub mod send;

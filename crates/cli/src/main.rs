@@ -86,6 +86,9 @@ enum Command {
     /// The per-minute counts the stats api answers from.
     #[command(subcommand)]
     Rollups(RollupsCommand),
+    /// Report jobs, through the admin's read api: start one, wait for it, save its CSV.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// Prints events (and rejected events, marked) as they are stored, one a line, until
     /// Ctrl-C. Reads the admin's stream with a read token.
     Tail {
@@ -148,6 +151,66 @@ enum RetentionCommand {
     },
     /// Lists the monthly partitions of `events` and `rejected_events` (PostgreSQL).
     Status,
+}
+
+/// Where the admin is and the token that asks it.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin's base URL; default: the local admin (`admin_addr`).
+    #[arg(long)]
+    url: Option<String>,
+    /// A token with `events:read` (its own application only unless `events:read:all`).
+    #[arg(long, env = "EYE_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// Starts a report job and prints it (its `id` and `status`); with `--wait`, waits for it
+    /// and writes its CSV to `--output` or standard output. Exits with 1 if it failed.
+    Create {
+        /// `events_by_type`, `sessions` or `rejections`.
+        #[arg(long, value_parser = ["events_by_type", "sessions", "rejections"])]
+        kind: String,
+        /// `last_hour`, `last_day` or `last_week`; or give `--from`/`--to`. Neither: the last day.
+        #[arg(long, value_parser = ["last_hour", "last_day", "last_week"], conflicts_with_all = ["from", "to"])]
+        window: Option<String>,
+        /// Start, UTC `YYYY-MM-DDTHH:MM`, a date, or RFC 3339.
+        #[arg(long)]
+        from: Option<String>,
+        /// End; default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this application (by name).
+        #[arg(long)]
+        application: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait until the report is complete, then write its CSV.
+        #[arg(long)]
+        wait: bool,
+        /// Where the CSV goes (with `--wait`); default: standard output.
+        #[arg(short, long, requires = "wait")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Prints a report's state as JSON.
+    Status {
+        id: Uuid,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Writes a complete report's CSV to `--output` or standard output.
+    Download {
+        id: Uuid,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,13 +381,19 @@ async fn main() -> anyhow::Result<()> {
         };
         return send(&settings, file, url, strict, client).await;
     }
+    // A client command too: it prints the report, not service logs.
+    if let Command::Report(command) = cli.command {
+        return report(&settings, command).await;
+    }
     // Checking files prints results, not service logs.
     if let Command::Schemas(command) = cli.command {
         return schemas(&settings, command).await;
     }
     eye_core::telemetry::init(settings.log_format);
     match cli.command {
-        Command::Dev { .. } | Command::Send { .. } | Command::Schemas(_) => Ok(()),
+        Command::Dev { .. } | Command::Send { .. } | Command::Schemas(_) | Command::Report(_) => {
+            Ok(())
+        }
         Command::Api => api(&settings).await,
         Command::Admin => admin(&settings).await,
         Command::Worker { concurrency } => worker(&settings, concurrency).await,
@@ -357,6 +426,70 @@ async fn main() -> anyhow::Result<()> {
                 session_id: session_id.map(|s| s.to_string()),
             };
             tail.run(stack::shutdown_signal()).await
+        }
+    }
+}
+
+async fn report(settings: &Settings, command: ReportCommand) -> anyhow::Result<()> {
+    use eye_cli::report::{NewReport, ReportClient};
+    let client = |admin: AdminArgs| ReportClient {
+        url: admin.url.unwrap_or_else(|| local_url(&settings.admin_addr)),
+        token: admin.token,
+    };
+    let print = |value: &serde_json::Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    };
+    match command {
+        ReportCommand::Create {
+            kind,
+            window,
+            from,
+            to,
+            application,
+            category,
+            name,
+            wait,
+            output,
+            admin,
+        } => {
+            let client = client(admin);
+            let asked = NewReport {
+                kind,
+                window,
+                from,
+                to,
+                application,
+                category,
+                name,
+            };
+            let report = client.create(&asked).await?;
+            if !wait {
+                print(&report);
+                return Ok(());
+            }
+            let id = report["id"].as_str().unwrap_or_default().to_owned();
+            eprintln!("report {id} is running");
+            let done = client.wait(&id).await?;
+            let bytes = client.download(&id, output.as_ref()).await?;
+            eprintln!(
+                "report {id} complete: {} rows, {bytes} bytes{}",
+                done["rows"],
+                output.map_or(String::new(), |p| format!(" written to {}", p.display()))
+            );
+            Ok(())
+        }
+        ReportCommand::Status { id, admin } => {
+            print(&client(admin).status(&id.to_string()).await?);
+            Ok(())
+        }
+        ReportCommand::Download { id, output, admin } => {
+            client(admin)
+                .download(&id.to_string(), output.as_ref())
+                .await?;
+            Ok(())
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `eye tail`, run as the real binary against a running The Eye: it prints an event posted
-//! after it started, one a line, and ends cleanly on Ctrl-C.
+//! `eye tail` and `eye report`, run as the real binary against a running The Eye: tail
+//! prints an event posted after it started, one a line, and ends cleanly on Ctrl-C; report
+//! starts a job, waits for it and writes its CSV, or says why it could not.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -286,4 +287,109 @@ async fn tail_without_a_read_token_says_why_and_fails() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("403"), "{stderr}");
     stack.stop().await;
+}
+
+/// `eye report` with `args` against the stack, as its read token.
+fn report(stack: &Stack, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_eye"))
+        .arg("report")
+        .args(args)
+        .args(["--url", &stack.admin])
+        .env("EYE_TOKEN", &stack.read)
+        .env("EYE_CONFIG", "/nonexistent/eye.toml")
+        .output()
+        .unwrap()
+}
+
+async fn report_waits_for_its_job_and_writes_the_csv(stack: Stack) {
+    stack
+        .post(&json!([pageview("/a"), pageview("/b"), pageview("/c")]))
+        .await;
+    // Stored (and counted) once the read api lists them.
+    let until = Instant::now() + 10 * SECOND;
+    loop {
+        let page: Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/events", stack.admin))
+            .bearer_auth(&stack.read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if page["events"].as_array().is_some_and(|e| e.len() == 3) {
+            break;
+        }
+        assert!(Instant::now() < until, "the events were not stored: {page}");
+        tokio::time::sleep(SECOND / 20).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("types.csv");
+    let args = [
+        "create",
+        "--kind",
+        "events_by_type",
+        "--window",
+        "last_hour",
+        "--wait",
+    ];
+    let output = report(
+        &stack,
+        &[&args[..], &["-o", file.to_str().unwrap()]].concat(),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("complete: 1 rows"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "application,category,name,events\r\nshop,page interaction,pageview,3\r\n"
+    );
+
+    // Without --wait it prints the job; status and download find it by id.
+    let output = report(&stack, &["create", "--kind", "sessions"]);
+    assert!(output.status.success());
+    let job: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(job["status"], "running");
+    let id = job["id"].as_str().unwrap();
+    let until = Instant::now() + 10 * SECOND;
+    loop {
+        let output = report(&stack, &["status", id]);
+        let state: Value = serde_json::from_slice(&output.stdout).unwrap();
+        if state["status"] == "complete" {
+            assert_eq!(state["rows"], 3);
+            break;
+        }
+        assert!(Instant::now() < until, "{state}");
+        tokio::time::sleep(SECOND / 10).await;
+    }
+    let output = report(&stack, &["download", id]);
+    assert!(output.status.success());
+    let csv = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        csv.starts_with("application,session_id,first_seen,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 1 + 3);
+
+    // A request the admin refuses is an error that says why.
+    let output = report(
+        &stack,
+        &["create", "--kind", "sessions", "--category", "x", "--wait"],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("neither `category` nor `name`"), "{stderr}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_writes_a_csv_on_sqlite_in_process() {
+    report_waits_for_its_job_and_writes_the_csv(Stack::embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_writes_a_csv_on_postgres_rabbitmq() {
+    if let Some(stack) = Stack::services().await {
+        report_waits_for_its_job_and_writes_the_csv(stack).await;
+    }
 }
