@@ -445,3 +445,42 @@ async fn an_analyst_reads_a_days_stats_in_a_browser() {
     assert_eq!(types.len(), 3, "{types:?}");
     browser.screenshot("stats").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyst_starts_reports_and_downloads_one_in_a_browser() {
+    let Some(browser) = Browser::start("admin_browser").await else {
+        return;
+    };
+    // 40 sessions: more rows than a report may hold here, so that one fails.
+    let options = eye_testkit::Options {
+        settings: |s| s.report_max_rows = 30,
+        ..eye_testkit::Options::default()
+    };
+    let app = TestApp::spawn_with(Backend::Embedded, options).await;
+    seed_day(&app).await;
+    eye_admin::create_user(&app.db, ADMIN_USER, ADMIN_PASSWORD)
+        .await
+        .unwrap();
+    browser.goto(&format!("{}/reports", app.admin_address)).await;
+    browser.wait_for_url("/login").await;
+    browser.fill("#username", ADMIN_USER).await;
+    browser.fill("#password", ADMIN_PASSWORD).await;
+    browser.click("#login").await;
+    browser.find("#no-reports").await;
+
+    browser.select("#r-kind", "Sessions").await;
+    browser.click("#start").await;
+    browser.wait_for_url("started=").await;
+    browser.find("tr.status-failed").await;
+    let failed = browser.text("tr.status-failed .reason").await;
+    assert!(failed.contains("more than 30 rows (report_max_rows)"), "{failed}");
+
+    browser.select("#r-kind", "Events by type").await;
+    browser.click("#start").await;
+    // The page reloads itself while a report runs.
+    browser.find("tr.status-complete a.download").await;
+    let rows = browser.texts("#reports tbody tr").await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].contains("Events by type") && rows[0].contains("complete"), "{rows:?}");
+    browser.screenshot("reports").await;
+}
