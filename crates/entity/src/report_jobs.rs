@@ -471,21 +471,6 @@ async fn write(
     Ok(())
 }
 
-/// Rows of `select` under the report's statement timeout (PostgreSQL).
-async fn timed<E: EntityTrait>(
-    db: &DatabaseConnection,
-    select: Select<E>,
-    limits: Limits,
-) -> Result<Vec<E::Model>, DbErr> {
-    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
-        return select.all(db).await;
-    }
-    let transaction = reads::read_only(db, limits.timeout).await?;
-    let rows = select.all(&transaction).await?;
-    transaction.commit().await?;
-    Ok(rows)
-}
-
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -544,44 +529,68 @@ async fn sessions_of(
     limits: Limits,
 ) -> Result<(), Stop> {
     use sessions::Column;
+    let select = sessions::Entity::find()
+        .filter(Column::ApplicationId.eq(application))
+        .filter(Column::FirstSeen.gte(report.window_from))
+        .filter(Column::FirstSeen.lt(report.window_to));
+    let key = |s: &sessions::Model| (s.first_seen, s.id);
+    let line = |s: &sessions::Model| {
+        let duration = (s.last_seen - s.first_seen).num_milliseconds();
+        vec![
+            name.to_owned(),
+            s.id.to_string(),
+            time(s.first_seen),
+            time(s.last_seen),
+            s.event_count.to_string(),
+            format!("{:.3}", duration as f64 / 1000.0),
+        ]
+    };
+    by_pages(
+        db,
+        select,
+        (Column::FirstSeen, Column::Id),
+        key,
+        line,
+        csv,
+        limits,
+    )
+    .await
+}
+
+/// Every row of `select` into `csv`, read a page at a time in order of (`time`, `id`) from
+/// where the last page ended (`key`), each written as `line` makes it.
+async fn by_pages<E: EntityTrait>(
+    db: &DatabaseConnection,
+    select: Select<E>,
+    (time, id): (E::Column, E::Column),
+    key: impl Fn(&E::Model) -> (DateTime<Utc>, Uuid),
+    line: impl Fn(&E::Model) -> Vec<String>,
+    csv: &mut Chunks,
+    limits: Limits,
+) -> Result<(), Stop> {
     let mut after: Option<(DateTime<Utc>, Uuid)> = None;
     loop {
-        let mut select = sessions::Entity::find()
-            .filter(Column::ApplicationId.eq(application))
-            .filter(Column::FirstSeen.gte(report.window_from))
-            .filter(Column::FirstSeen.lt(report.window_to));
-        if let Some((time, id)) = after {
-            select = select.filter(
-                Expr::tuple([Expr::col(Column::FirstSeen), Expr::col(Column::Id)])
-                    .gt(Expr::tuple([Expr::val(time), Expr::val(id)])),
+        let mut page = select.clone();
+        if let Some((at, last)) = after {
+            page = page.filter(
+                Expr::tuple([Expr::col(time), Expr::col(id)])
+                    .gt(Expr::tuple([Expr::val(at), Expr::val(last)])),
             );
         }
-        let page = timed(
-            db,
-            select
-                .order_by_asc(Column::FirstSeen)
-                .order_by_asc(Column::Id)
-                .limit(PAGE),
-            limits,
-        )
-        .await?;
-        for session in &page {
-            let duration = (session.last_seen - session.first_seen).num_milliseconds();
-            csv.row(
-                db,
-                &[
-                    name,
-                    &session.id.to_string(),
-                    &time(session.first_seen),
-                    &time(session.last_seen),
-                    &session.event_count.to_string(),
-                    &format!("{:.3}", duration as f64 / 1000.0),
-                ],
-            )
-            .await?;
+        let page = page.order_by_asc(time).order_by_asc(id).limit(PAGE);
+        let rows = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            let transaction = reads::read_only(db, limits.timeout).await?;
+            let rows = page.all(&transaction).await?;
+            transaction.commit().await?;
+            rows
+        } else {
+            page.all(db).await?
+        };
+        for row in &rows {
+            csv.row(db, &line(row)).await?;
         }
-        match page.last() {
-            Some(last) if page.len() as u64 == PAGE => after = Some((last.first_seen, last.id)),
+        match rows.last() {
+            Some(last) if rows.len() as u64 == PAGE => after = Some(key(last)),
             _ => return Ok(()),
         }
     }
@@ -610,52 +619,37 @@ async fn rejections_of(
     limits: Limits,
 ) -> Result<(), Stop> {
     use rejected_events::Column;
-    let mut after: Option<(DateTime<Utc>, Uuid)> = None;
-    loop {
-        let mut select = rejected_events::Entity::find()
-            .filter(Column::ApplicationId.eq(application))
-            .filter(Column::RejectedAt.gte(report.window_from))
-            .filter(Column::RejectedAt.lt(report.window_to));
-        if let Some(category) = &report.category {
-            select = select.filter(Column::Category.eq(category.as_str()));
-        }
-        if let Some(event_name) = &report.name {
-            select = select.filter(Column::Name.eq(event_name.as_str()));
-        }
-        if let Some((time, id)) = after {
-            select = select.filter(
-                Expr::tuple([Expr::col(Column::RejectedAt), Expr::col(Column::Id)])
-                    .gt(Expr::tuple([Expr::val(time), Expr::val(id)])),
-            );
-        }
-        let page = timed(
-            db,
-            select
-                .order_by_asc(Column::RejectedAt)
-                .order_by_asc(Column::Id)
-                .limit(PAGE),
-            limits,
-        )
-        .await?;
-        for rejected in &page {
-            csv.row(
-                db,
-                &[
-                    name,
-                    &rejected.id.to_string(),
-                    &time(rejected.rejected_at),
-                    &time(rejected.received_at),
-                    &rejected.category,
-                    &rejected.name,
-                    &reason_codes(&rejected.reasons),
-                    &rejected.payload,
-                ],
-            )
-            .await?;
-        }
-        match page.last() {
-            Some(last) if page.len() as u64 == PAGE => after = Some((last.rejected_at, last.id)),
-            _ => return Ok(()),
-        }
+    let mut select = rejected_events::Entity::find()
+        .filter(Column::ApplicationId.eq(application))
+        .filter(Column::RejectedAt.gte(report.window_from))
+        .filter(Column::RejectedAt.lt(report.window_to));
+    if let Some(category) = &report.category {
+        select = select.filter(Column::Category.eq(category.as_str()));
     }
+    if let Some(event_name) = &report.name {
+        select = select.filter(Column::Name.eq(event_name.as_str()));
+    }
+    let key = |r: &rejected_events::Model| (r.rejected_at, r.id);
+    let line = |r: &rejected_events::Model| {
+        vec![
+            name.to_owned(),
+            r.id.to_string(),
+            time(r.rejected_at),
+            time(r.received_at),
+            r.category.clone(),
+            r.name.clone(),
+            reason_codes(&r.reasons),
+            r.payload.clone(),
+        ]
+    };
+    by_pages(
+        db,
+        select,
+        (Column::RejectedAt, Column::Id),
+        key,
+        line,
+        csv,
+        limits,
+    )
+    .await
 }

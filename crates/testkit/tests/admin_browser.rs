@@ -461,7 +461,9 @@ async fn an_analyst_starts_reports_and_downloads_one_in_a_browser() {
     eye_admin::create_user(&app.db, ADMIN_USER, ADMIN_PASSWORD)
         .await
         .unwrap();
-    browser.goto(&format!("{}/reports", app.admin_address)).await;
+    browser
+        .goto(&format!("{}/reports", app.admin_address))
+        .await;
     browser.wait_for_url("/login").await;
     browser.fill("#username", ADMIN_USER).await;
     browser.fill("#password", ADMIN_PASSWORD).await;
@@ -473,7 +475,10 @@ async fn an_analyst_starts_reports_and_downloads_one_in_a_browser() {
     browser.wait_for_url("started=").await;
     browser.find("tr.status-failed").await;
     let failed = browser.text("tr.status-failed .reason").await;
-    assert!(failed.contains("more than 30 rows (report_max_rows)"), "{failed}");
+    assert!(
+        failed.contains("more than 30 rows (report_max_rows)"),
+        "{failed}"
+    );
 
     browser.select("#r-kind", "Events by type").await;
     browser.click("#start").await;
@@ -481,6 +486,9 @@ async fn an_analyst_starts_reports_and_downloads_one_in_a_browser() {
     browser.find("tr.status-complete a.download").await;
     let rows = browser.texts("#reports tbody tr").await;
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows[0].contains("Events by type") && rows[0].contains("complete"), "{rows:?}");
+    assert!(
+        rows[0].contains("Events by type") && rows[0].contains("complete"),
+        "{rows:?}"
+    );
     browser.screenshot("reports").await;
 }
