@@ -143,6 +143,8 @@ async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
             "events",
             "rate_limited",
             "rejected_events",
+            "report_chunks",
+            "reports",
             "schema_reloads",
             "sessions"
         ]
