@@ -11,7 +11,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{TimeDelta, Utc};
 use eye_core::queue::PublishError;
 use eye_entity::report_jobs::{self, Kind, Request};
-use eye_entity::{reports, rollups, tokens};
+use eye_entity::{applications, reports, rollups, tokens};
 use sea_orm::{ConnectionTrait, EntityTrait};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -333,11 +333,22 @@ impl ReportJson {
 async fn report_json(state: &State, report: reports::Model) -> Result<ReportJson, ReadError> {
     let application = match report.application_id {
         None => None,
-        Some(id) => crate::queries::application_names(&state.db)
+        Some(id) => applications::Entity::find_by_id(id)
+            .one(&state.db)
             .await?
-            .remove(&id),
+            .map(|a| a.name),
     };
     Ok(ReportJson::of(report, application))
+}
+
+/// The report `id` names, if the request's token may read it.
+async fn readable(
+    state: &State,
+    request: &HttpRequest,
+    id: &str,
+) -> Result<reports::Model, ReadError> {
+    let grant = authorize(state, request).await?;
+    Ok(visible(state, report_id(id)?, Reach::of(&grant)).await?)
 }
 
 /// Starts a report job; poll the answer's `Location` until it is `complete` or `failed`.
@@ -387,8 +398,7 @@ pub(crate) async fn show(
     state: web::Data<State>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = authorize(&state, &request).await?;
-    let report = visible(&state, report_id(&id)?, Reach::of(&grant)).await?;
+    let report = readable(&state, &request, &id).await?;
     Ok(HttpResponse::Ok().json(report_json(&state, report).await?))
 }
 
@@ -408,7 +418,6 @@ pub(crate) async fn csv(
     state: web::Data<State>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = authorize(&state, &request).await?;
-    let report = visible(&state, report_id(&id)?, Reach::of(&grant)).await?;
+    let report = readable(&state, &request, &id).await?;
     Ok(download(&state, report)?)
 }

@@ -92,12 +92,8 @@ enum Command {
     /// Prints events (and rejected events, marked) as they are stored, one a line, until
     /// Ctrl-C. Reads the admin's stream with a read token.
     Tail {
-        /// The admin's base URL; default: the local admin (`admin_addr`).
-        #[arg(long)]
-        url: Option<String>,
-        /// A token with `events:read` (only its own application unless `events:read:all`).
-        #[arg(long, env = "EYE_TOKEN", hide_env_values = true)]
-        token: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// One JSON object a line instead of text.
         #[arg(long)]
         json: bool,
@@ -162,6 +158,14 @@ struct AdminArgs {
     /// A token with `events:read` (its own application only unless `events:read:all`).
     #[arg(long, env = "EYE_TOKEN", hide_env_values = true)]
     token: String,
+}
+
+impl AdminArgs {
+    fn url(&self, settings: &Settings) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| local_url(&settings.admin_addr))
+    }
 }
 
 #[derive(Subcommand)]
@@ -408,8 +412,7 @@ async fn main() -> anyhow::Result<()> {
             eye_cli::rollups::rebuild(&db, from, to).await
         }
         Command::Tail {
-            url,
-            token,
+            admin,
             json,
             application,
             category,
@@ -417,8 +420,8 @@ async fn main() -> anyhow::Result<()> {
             session_id,
         } => {
             let tail = eye_cli::tail::Tail {
-                url: url.unwrap_or_else(|| local_url(&settings.admin_addr)),
-                token,
+                url: admin.url(&settings),
+                token: admin.token,
                 json,
                 application,
                 category,
@@ -433,7 +436,7 @@ async fn main() -> anyhow::Result<()> {
 async fn report(settings: &Settings, command: ReportCommand) -> anyhow::Result<()> {
     use eye_cli::report::{NewReport, ReportClient};
     let client = |admin: AdminArgs| ReportClient {
-        url: admin.url.unwrap_or_else(|| local_url(&settings.admin_addr)),
+        url: admin.url(settings),
         token: admin.token,
     };
     let print = |value: &serde_json::Value| {

@@ -58,31 +58,39 @@ impl ReportClient {
             .context("failed to set up the http client")
     }
 
-    fn address(&self, path: &str) -> String {
-        format!("{}{path}", self.url.trim_end_matches('/'))
+    /// Sends `method path` with the token (and `body` as JSON).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let mut request = Self::client()?
+            .request(method, url)
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request
+            .send()
+            .await
+            .with_context(|| format!("could not reach the admin at {}", self.url))
     }
 
     /// Starts a report; returns what the api answered (its id and status).
     pub async fn create(&self, report: &NewReport) -> anyhow::Result<Value> {
-        let response = Self::client()?
-            .post(self.address("/api/v1/reports"))
-            .bearer_auth(&self.token)
-            .json(&report.body())
-            .send()
-            .await
-            .with_context(|| format!("could not reach the admin at {}", self.url))?;
+        let path = "/api/v1/reports";
+        let response = self
+            .send(reqwest::Method::POST, path, Some(report.body()))
+            .await?;
         answer(response).await
     }
 
     /// Report `id` as it stands.
     pub async fn status(&self, id: &str) -> anyhow::Result<Value> {
-        let response = Self::client()?
-            .get(self.address(&format!("/api/v1/reports/{id}")))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("could not reach the admin at {}", self.url))?;
-        answer(response).await
+        let path = format!("/api/v1/reports/{id}");
+        answer(self.send(reqwest::Method::GET, &path, None).await?).await
     }
 
     /// Asks until report `id` is no longer running; a failed report is an error with its reason.
@@ -103,12 +111,8 @@ impl ReportClient {
     /// Writes the CSV of report `id` to `out` (standard output without one), as it arrives;
     /// returns the bytes written.
     pub async fn download(&self, id: &str, out: Option<&PathBuf>) -> anyhow::Result<u64> {
-        let mut response = Self::client()?
-            .get(self.address(&format!("/api/v1/reports/{id}/csv")))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("could not reach the admin at {}", self.url))?;
+        let path = format!("/api/v1/reports/{id}/csv");
+        let mut response = self.send(reqwest::Method::GET, &path, None).await?;
         if !response.status().is_success() {
             answer(response).await?;
             bail!("the admin did not send the CSV");

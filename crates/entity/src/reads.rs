@@ -21,6 +21,20 @@ pub async fn read_only(
     Ok(transaction)
 }
 
+/// A transaction to read in under `timeout`: [`read_only`] on PostgreSQL; on SQLite, which has
+/// no statement timeout, a plain one.
+pub async fn bounded(
+    db: &DatabaseConnection,
+    timeout: Duration,
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    use sea_orm::TransactionTrait;
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        read_only(db, timeout).await
+    } else {
+        db.begin().await
+    }
+}
+
 /// PostgreSQL's `query_canceled`, which a statement timeout raises.
 pub fn is_statement_timeout(error: &DbErr) -> bool {
     use sea_orm::RuntimeErr;

@@ -273,21 +273,23 @@ async fn complete(
         .filter(reports::Column::Status.eq(RUNNING))
         .exec(db)
         .await?;
-    // Whichever attempt finished first is the report; every other attempt's chunks go.
-    let kept = reports::Entity::find_by_id(id)
-        .one(db)
-        .await?
-        .and_then(|r| r.result_attempt);
-    let mut stale =
-        report_chunks::Entity::delete_many().filter(report_chunks::Column::ReportId.eq(id));
-    if let Some(kept) = kept {
-        stale = stale.filter(report_chunks::Column::Attempt.ne(kept));
-    }
-    stale.exec(db).await?;
-    Ok(if done.rows_affected == 0 {
-        Outcome::Skipped
+    // Whichever attempt finished first is the report. If it is this one, every other
+    // attempt's chunks go; if not (the report ended meanwhile), this one's do.
+    let won = done.rows_affected > 0;
+    let stale = if won {
+        report_chunks::Column::Attempt.ne(attempt)
     } else {
+        report_chunks::Column::Attempt.eq(attempt)
+    };
+    report_chunks::Entity::delete_many()
+        .filter(report_chunks::Column::ReportId.eq(id))
+        .filter(stale)
+        .exec(db)
+        .await?;
+    Ok(if won {
         Outcome::Complete { rows, bytes }
+    } else {
+        Outcome::Skipped
     })
 }
 
@@ -471,6 +473,34 @@ async fn write(
     Ok(())
 }
 
+/// `select` narrowed to one application and to the report's window on `time`.
+fn covered<E: EntityTrait>(
+    select: Select<E>,
+    report: &reports::Model,
+    (column, application): (E::Column, Uuid),
+    time: E::Column,
+) -> Select<E> {
+    select
+        .filter(column.eq(application))
+        .filter(time.gte(report.window_from))
+        .filter(time.lt(report.window_to))
+}
+
+/// `select` narrowed to the report's category and name, when it names them.
+fn of_types<E: EntityTrait>(
+    mut select: Select<E>,
+    report: &reports::Model,
+    (category, name): (E::Column, E::Column),
+) -> Select<E> {
+    if let Some(wanted) = &report.category {
+        select = select.filter(category.eq(wanted.as_str()));
+    }
+    if let Some(wanted) = &report.name {
+        select = select.filter(name.eq(wanted.as_str()));
+    }
+    select
+}
+
 fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
@@ -484,17 +514,13 @@ async fn by_type(
     limits: Limits,
 ) -> Result<(), Stop> {
     use event_counts::Column;
-    let mut select = event_counts::Entity::find()
-        .filter(Column::ApplicationId.eq(application))
-        .filter(Column::Minute.gte(report.window_from))
-        .filter(Column::Minute.lt(report.window_to));
-    if let Some(category) = &report.category {
-        select = select.filter(Column::Category.eq(category.as_str()));
-    }
-    if let Some(event_name) = &report.name {
-        select = select.filter(Column::Name.eq(event_name.as_str()));
-    }
-    let select = select
+    let select = covered(
+        event_counts::Entity::find(),
+        report,
+        (Column::ApplicationId, application),
+        Column::Minute,
+    );
+    let select = of_types(select, report, (Column::Category, Column::Name))
         .select_only()
         .column(Column::Category)
         .column(Column::Name)
@@ -505,14 +531,9 @@ async fn by_type(
         .order_by_asc(Column::Name)
         .limit(limits.max_rows.saturating_add(1))
         .into_tuple::<(String, String, i64)>();
-    let rows = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-        let transaction = reads::read_only(db, limits.timeout).await?;
-        let rows = select.all(&transaction).await?;
-        transaction.commit().await?;
-        rows
-    } else {
-        select.all(db).await?
-    };
+    let transaction = reads::bounded(db, limits.timeout).await?;
+    let rows = select.all(&transaction).await?;
+    transaction.commit().await?;
     for (category, event_name, count) in rows {
         csv.row(db, &[name, &category, &event_name, &count.to_string()])
             .await?;
@@ -529,10 +550,12 @@ async fn sessions_of(
     limits: Limits,
 ) -> Result<(), Stop> {
     use sessions::Column;
-    let select = sessions::Entity::find()
-        .filter(Column::ApplicationId.eq(application))
-        .filter(Column::FirstSeen.gte(report.window_from))
-        .filter(Column::FirstSeen.lt(report.window_to));
+    let select = covered(
+        sessions::Entity::find(),
+        report,
+        (Column::ApplicationId, application),
+        Column::FirstSeen,
+    );
     let key = |s: &sessions::Model| (s.first_seen, s.id);
     let line = |s: &sessions::Model| {
         let duration = (s.last_seen - s.first_seen).num_milliseconds();
@@ -578,14 +601,9 @@ async fn by_pages<E: EntityTrait>(
             );
         }
         let page = page.order_by_asc(time).order_by_asc(id).limit(PAGE);
-        let rows = if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            let transaction = reads::read_only(db, limits.timeout).await?;
-            let rows = page.all(&transaction).await?;
-            transaction.commit().await?;
-            rows
-        } else {
-            page.all(db).await?
-        };
+        let transaction = reads::bounded(db, limits.timeout).await?;
+        let rows = page.all(&transaction).await?;
+        transaction.commit().await?;
         for row in &rows {
             csv.row(db, &line(row)).await?;
         }
@@ -619,16 +637,13 @@ async fn rejections_of(
     limits: Limits,
 ) -> Result<(), Stop> {
     use rejected_events::Column;
-    let mut select = rejected_events::Entity::find()
-        .filter(Column::ApplicationId.eq(application))
-        .filter(Column::RejectedAt.gte(report.window_from))
-        .filter(Column::RejectedAt.lt(report.window_to));
-    if let Some(category) = &report.category {
-        select = select.filter(Column::Category.eq(category.as_str()));
-    }
-    if let Some(event_name) = &report.name {
-        select = select.filter(Column::Name.eq(event_name.as_str()));
-    }
+    let select = covered(
+        rejected_events::Entity::find(),
+        report,
+        (Column::ApplicationId, application),
+        Column::RejectedAt,
+    );
+    let select = of_types(select, report, (Column::Category, Column::Name));
     let key = |r: &rejected_events::Model| (r.rejected_at, r.id);
     let line = |r: &rejected_events::Model| {
         vec![

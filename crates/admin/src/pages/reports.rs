@@ -97,7 +97,11 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
-    let names = crate::queries::application_names(&state.db).await?;
+    let applications = eye_entity::tokens::applications(&state.db).await?;
+    let names: HashMap<Uuid, String> = applications
+        .iter()
+        .map(|a| (a.id, a.name.clone()))
+        .collect();
     let shown = reports::Entity::find()
         .filter(
             Condition::any()
@@ -112,7 +116,7 @@ pub async fn list(
     html(&ReportsPage {
         csrf: viewer.csrf.clone(),
         viewer: Some(viewer),
-        applications: eye_entity::tokens::applications(&state.db).await?,
+        applications,
         kinds: Kind::ALL.iter().map(|k| (k.name(), k.title())).collect(),
         running: rows.iter().any(|r| r.status == report_jobs::RUNNING),
         rows,

@@ -38,10 +38,7 @@ pub async fn timed(
     timeout: Duration,
     statement: Statement,
 ) -> Result<Vec<QueryResult>, DbErr> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return db.query_all_raw(statement).await;
-    }
-    let transaction = read_only(db, timeout).await?;
+    let transaction = eye_entity::reads::bounded(db, timeout).await?;
     let rows = transaction.query_all_raw(statement).await?;
     transaction.commit().await?;
     Ok(rows)
