@@ -15,6 +15,7 @@ mod queue;
 mod read_api;
 mod reports;
 mod stats;
+mod trends;
 mod views;
 
 use std::net::TcpListener;
@@ -159,7 +160,7 @@ impl Admin {
             password_checks: auth::checks::PasswordChecks::per_core(PASSWORD_CHECK_WAIT),
             name_tags,
             proxies,
-            live: live::Live::new(queue.live_source(), closing.clone()),
+            live: live::Live::new(queue.live_source(), queue.trend_source(), closing.clone()),
             queue,
             search_timeout: settings.admin_search_timeout(),
             silent_minutes: i64::try_from(settings.admin_silent_minutes).unwrap_or(i64::MAX),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, ResponseError};
-use eye_core::queue::{LiveError, LiveEvent, LiveFeed, LiveItem, LiveSource};
+use eye_core::queue::{LiveError, LiveEvent, LiveFeed, LiveItem, LiveSource, TrendSource};
 use eye_http::Problem;
 use sea_orm::DatabaseConnection;
 use serde::{Deserialize, Serialize};
@@ -29,7 +29,7 @@ pub const MAX_STREAMS: usize = 64;
 /// Events waiting for a stream's client before it is dropped as too slow (their `data` is cut
 /// at 4 KiB, so a few MiB at most).
 const BACKLOG: usize = 1000;
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How often an unknown application id may reload the names.
 const NAMES_REFRESH: Duration = Duration::from_secs(5);
 
@@ -37,15 +37,18 @@ const NAMES_REFRESH: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Live {
     source: LiveSource,
-    streams: Arc<Semaphore>,
+    pub(crate) trends: TrendSource,
+    /// Shared by the events' and the trends' streams.
+    pub(crate) streams: Arc<Semaphore>,
     /// Cancelled when the admin stops.
-    closing: CancellationToken,
+    pub(crate) closing: CancellationToken,
 }
 
 impl Live {
-    pub fn new(source: LiveSource, closing: CancellationToken) -> Self {
+    pub fn new(source: LiveSource, trends: TrendSource, closing: CancellationToken) -> Self {
         Self {
             source,
+            trends,
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
             closing,
         }
@@ -186,13 +189,30 @@ pub async fn stream(
         let chunk = watch.next().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), watch))
     });
-    Ok(HttpResponse::Ok()
+    Ok(sse(body))
+}
+
+/// A Server-Sent Events response of `body`.
+pub(crate) fn sse(
+    body: impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + 'static,
+) -> HttpResponse {
+    HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-store"))
         // Proxies that buffer responses (nginx) would hold the events back.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(body)
 }
+
+/// Ends a stream because the admin stops.
+pub(crate) const CLOSING: &[u8] =
+    b"event: closed\ndata: {\"reason\":\"the admin is stopping; reconnect to watch again\"}\n\n";
+/// Ends a stream whose client fell behind.
+pub(crate) const DROPPED: &[u8] =
+    b"event: dropped\ndata: {\"reason\":\"the client read too slowly; reconnect to watch again\"}\n\n";
+/// Ends a stream whose source went away.
+pub(crate) const SOURCE_GONE: &[u8] =
+    b"event: closed\ndata: {\"reason\":\"the live source went away; reconnect to watch again\"}\n\n";
 
 /// One open stream.
 struct Watch {
@@ -228,9 +248,7 @@ impl Watch {
             }
             tokio::select! {
                 () = self.closing.cancelled() => {
-                    self.pending.push_back(Bytes::from_static(
-                        b"event: closed\ndata: {\"reason\":\"the admin is stopping; reconnect to watch again\"}\n\n",
-                    ));
+                    self.pending.push_back(Bytes::from_static(CLOSING));
                     self.done = true;
                 }
                 _ = self.keep_alive.tick() => {
@@ -246,15 +264,11 @@ impl Watch {
                     }
                     LiveItem::Dropped => {
                         tracing::debug!("a live stream fell behind and was dropped");
-                        self.pending.push_back(Bytes::from_static(
-                            b"event: dropped\ndata: {\"reason\":\"the client read too slowly; reconnect to watch again\"}\n\n",
-                        ));
+                        self.pending.push_back(Bytes::from_static(DROPPED));
                         self.done = true;
                     }
                     LiveItem::Closed => {
-                        self.pending.push_back(Bytes::from_static(
-                            b"event: closed\ndata: {\"reason\":\"the live source went away; reconnect to watch again\"}\n\n",
-                        ));
+                        self.pending.push_back(Bytes::from_static(SOURCE_GONE));
                         self.done = true;
                     }
                 },

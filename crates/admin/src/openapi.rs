@@ -64,6 +64,7 @@ pub struct Session {
     paths(
         crate::read_api::list_events,
         crate::read_api::stream_events,
+        crate::trends::stream,
         crate::read_api::session,
         crate::read_api::list_rejected,
         crate::stats::counts,
@@ -124,7 +125,7 @@ const STATS: [Problems; 4] = [
 ];
 
 /// What each read-api operation answers when it cannot read.
-pub fn read_problems() -> [(&'static str, Vec<Problems>); 6] {
+pub fn read_problems() -> [(&'static str, Vec<Problems>); 7] {
     let with_auth = |mut own: Vec<Problems>| {
         own.extend(AUTH);
         own
@@ -154,25 +155,31 @@ pub fn read_problems() -> [(&'static str, Vec<Problems>); 6] {
         ("/api/v1/stats/sessions", STATS.to_vec()),
         (
             "/api/v1/events/stream",
-            vec![
-                INVALID_FILTER,
-                AUTH[0],
-                AUTH[1],
-                Problems {
-                    status: 503,
-                    description: "Tokens or application names cannot be read now, the admin \
-                                  serves as many streams as it may, or it has no queue to \
-                                  watch: retry later.",
-                    codes: &[
-                        "auth_unavailable",
-                        "database_unavailable",
-                        "too_many_streams",
-                        "live_unavailable",
-                    ],
-                },
-            ],
+            stream_problems(Some(INVALID_FILTER)),
         ),
+        ("/api/v1/trends/stream", stream_problems(None)),
     ]
+}
+
+/// What a stream answers when it cannot start.
+fn stream_problems(filter: Option<Problems>) -> Vec<Problems> {
+    let mut listed: Vec<Problems> = filter.into_iter().collect();
+    listed.extend([
+        AUTH[0],
+        AUTH[1],
+        Problems {
+            status: 503,
+            description: "Tokens or application names cannot be read now, the admin serves as \
+                          many streams as it may, or it has no queue to watch: retry later.",
+            codes: &[
+                "auth_unavailable",
+                "database_unavailable",
+                "too_many_streams",
+                "live_unavailable",
+            ],
+        },
+    ]);
+    listed
 }
 
 const REPORT_NOT_FOUND: Problems = Problems {

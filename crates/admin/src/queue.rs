@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
-use eye_core::queue::{LiveSource, MemoryQueue, Topology};
+use eye_core::queue::{LiveSource, MemoryQueue, Topology, TrendSource};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 
+// One per admin process, never moved in a hot path: boxing the names would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum QueueProbe {
     /// RabbitMQ: a passive declare reports the queue's counts without changing it.
@@ -46,6 +48,18 @@ impl QueueProbe {
             },
             QueueProbe::Memory { queue, .. } => queue.live_source(),
             QueueProbe::None => LiveSource::None,
+        }
+    }
+
+    /// Where the per-minute trends can be subscribed to, on the same broker.
+    pub fn trend_source(&self) -> TrendSource {
+        match self {
+            QueueProbe::Amqp { url, topology } => TrendSource::Amqp {
+                url: url.clone(),
+                exchange: topology.trends_exchange.clone(),
+            },
+            QueueProbe::Memory { queue, .. } => queue.trend_source(),
+            QueueProbe::None => TrendSource::None,
         }
     }
 

@@ -31,6 +31,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
             .app_data(query)
             .route("/events", web::get().to(list_events))
             .route("/events/stream", web::get().to(stream_events))
+            .route("/trends/stream", web::get().to(crate::trends::stream))
             .route("/sessions/{id}", web::get().to(session))
             .route("/rejected-events", web::get().to(list_rejected))
             .route("/stats/counts", web::get().to(crate::stats::counts))

@@ -106,6 +106,10 @@ enum Command {
         name: Option<String>,
         #[arg(long)]
         session_id: Option<Uuid>,
+        /// Each minute's counts per event type and top pages, as a worker publishes them
+        /// (about 10 s after the minute), instead of the events.
+        #[arg(long, conflicts_with_all = ["category", "name", "session_id"])]
+        trends: bool,
     },
     /// Sends events from a file of JSON Lines (or one JSON array) to an api: batched,
     /// compressed, retried, each stored once. Prints a line for every event not stored and
@@ -418,6 +422,7 @@ async fn main() -> anyhow::Result<()> {
             category,
             name,
             session_id,
+            trends,
         } => {
             let tail = eye_cli::tail::Tail {
                 url: admin.url(&settings),
@@ -427,6 +432,7 @@ async fn main() -> anyhow::Result<()> {
                 category,
                 name,
                 session_id: session_id.map(|s| s.to_string()),
+                trends,
             };
             tail.run(stack::shutdown_signal()).await
         }
@@ -705,6 +711,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let schema_watch = validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen);
     let upkeep = eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone());
     let reports = queue.spawn_report_runner(settings, &db, &stop).await?;
+    let trends = queue.spawn_trends(settings, &db, &stop);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
@@ -728,6 +735,7 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     }
     upkeep.await?;
     reports.await?;
+    trends.await?;
     if let Some(listener) = listener {
         listener.stop().await;
     }

@@ -6,7 +6,9 @@ use anyhow::Context;
 use eye_admin::{Admin, QueueProbe};
 use eye_api::Api;
 use eye_core::Settings;
-use eye_core::queue::{AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology};
+use eye_core::queue::{
+    AmqpConsumer, AmqpPublisher, Consumer, MemoryQueue, Publisher, Topology, TrendPublisher,
+};
 use eye_core::settings::QueueCompression;
 use eye_migration::{Migrator, MigratorTrait};
 use eye_worker::Worker;
@@ -157,6 +159,34 @@ impl Queue {
         Ok(tokio::spawn(runner.run_until_stopped()))
     }
 
+    /// Where this process's workers publish the per-minute trends.
+    pub fn trend_publisher(&self, settings: &Settings) -> TrendPublisher {
+        match self {
+            Queue::Amqp(url) => {
+                TrendPublisher::amqp(url, &Topology::new(&settings.queue_prefix).trends_exchange)
+            }
+            Queue::Memory { events, .. } => events.trend_publisher(),
+        }
+    }
+
+    /// Where the per-minute trends can be subscribed to.
+    pub fn trend_source(&self, settings: &Settings) -> eye_core::queue::TrendSource {
+        self.probe(settings, 0).trend_source()
+    }
+
+    /// Starts the trends publisher of a worker process (one per process, whatever its
+    /// concurrency: the database elects one per minute among all processes).
+    pub fn spawn_trends(
+        &self,
+        settings: &Settings,
+        db: &DatabaseConnection,
+        stop: &CancellationToken,
+    ) -> JoinHandle<()> {
+        let runner =
+            eye_worker::trends::TrendRunner::new(db.clone(), self.trend_publisher(settings));
+        tokio::spawn(runner.run_until_stopped(stop.clone()))
+    }
+
     /// Refuses further publishing on the in-process queues (RabbitMQ's are not this
     /// process's to close).
     pub fn close(&self) {
@@ -268,6 +298,7 @@ pub struct Running {
     schema_watch: Option<JoinHandle<()>>,
     upkeep: Option<JoinHandle<()>>,
     reports: Option<JoinHandle<()>>,
+    trends: Option<JoinHandle<()>>,
     stop: CancellationToken,
     queue: Queue,
 }
@@ -344,6 +375,7 @@ pub async fn start_with_workers(
     } else {
         None
     };
+    let trends = (workers > 0).then(|| queue.spawn_trends(settings, db, &stop));
     let workers = (0..workers)
         .map(|_| {
             let worker = Worker::new(db.clone(), queue.consumer(settings), settings, stop.clone())
@@ -366,6 +398,7 @@ pub async fn start_with_workers(
         schema_watch,
         upkeep,
         reports,
+        trends,
         stop,
         queue: queue.clone(),
     })
@@ -430,6 +463,9 @@ impl Running {
         }
         if let Some(reports) = self.reports {
             let _ = reports.await;
+        }
+        if let Some(trends) = self.trends {
+            let _ = trends.await;
         }
         if let Some(listener) = self.worker_metrics {
             listener.stop().await;

@@ -1,5 +1,5 @@
 //! `eye tail`: stored events as they arrive, from the admin's Server-Sent Events stream, one a
-//! line. The format is small enough to read by hand: `event:` and `data:` lines, a blank line
+//! line; with `--trends`, each minute's counts and top pages as they are published. The format is small enough to read by hand: `event:` and `data:` lines, a blank line
 //! ends an event, lines starting with `:` are comments (keep-alives).
 
 use std::time::Duration;
@@ -20,6 +20,8 @@ pub struct Tail {
     pub category: Option<String>,
     pub name: Option<String>,
     pub session_id: Option<String>,
+    /// The per-minute trends instead of the events (filtered by application only).
+    pub trends: bool,
 }
 
 /// Characters of `data` a text line shows.
@@ -29,7 +31,8 @@ impl Tail {
     /// The stream's URL with the filters given.
     pub fn stream_url(&self) -> anyhow::Result<reqwest::Url> {
         let base = self.url.trim_end_matches('/');
-        let mut url = reqwest::Url::parse(&format!("{base}/api/v1/events/stream"))
+        let stream = if self.trends { "trends" } else { "events" };
+        let mut url = reqwest::Url::parse(&format!("{base}/api/v1/{stream}/stream"))
             .with_context(|| format!("`{}` is not a URL", self.url))?;
         {
             let mut query = url.query_pairs_mut();
@@ -110,6 +113,12 @@ impl Tail {
         match kind {
             "event" | "rejected" if self.json => println!("{data}"),
             "event" | "rejected" => println!("{}", line(&data)),
+            "trend" if self.json => println!("{data}"),
+            "trend" => {
+                for line in trend_lines(&data) {
+                    println!("{line}");
+                }
+            }
             "dropped" | "closed" => {
                 let reason = serde_json::from_str::<Value>(&data)
                     .ok()
@@ -156,6 +165,60 @@ pub fn line(data: &str) -> String {
     line
 }
 
+/// A minute's trend as lines: `minute  application  category/name  count` for each type,
+/// then `minute  application  page  host/path  count` for each top page, or one line saying
+/// nothing was stored.
+pub fn trend_lines(data: &str) -> Vec<String> {
+    let Ok(trend) = serde_json::from_str::<Value>(data) else {
+        return vec![data.to_owned()];
+    };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let count = |v: &Value| v.get("count").and_then(Value::as_i64).unwrap_or(0);
+    let list = |key: &str| {
+        trend
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let minute = text(&trend, "minute");
+    let application = |v: &Value| {
+        v.get("application")
+            .and_then(Value::as_str)
+            .map_or_else(|| text(v, "application_id"), str::to_owned)
+    };
+    let mut lines: Vec<String> = list("counts")
+        .iter()
+        .map(|c| {
+            format!(
+                "{minute}  {}  {}/{}  {}",
+                application(c),
+                text(c, "category"),
+                text(c, "name"),
+                count(c)
+            )
+        })
+        .collect();
+    lines.extend(list("top_pages").iter().map(|p| {
+        format!(
+            "{minute}  {}  page  {}{}  {}",
+            application(p),
+            text(p, "host"),
+            text(p, "path"),
+            count(p)
+        )
+    }));
+    if lines.is_empty() {
+        lines.push(format!("{minute}  nothing stored"));
+    }
+    if trend.get("pages_counted").and_then(Value::as_bool) == Some(false) {
+        lines.push(format!(
+            "{minute}  (the top pages could not be counted in time)"
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +243,33 @@ mod tests {
             bare.stream_url().unwrap().as_str(),
             "http://a:1/api/v1/events/stream"
         );
+    }
+
+    #[test]
+    fn trends_read_their_own_stream_and_print_a_line_per_type_and_page() {
+        let tail = Tail {
+            url: "http://a:1".into(),
+            application: Some("shop".into()),
+            trends: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            tail.stream_url().unwrap().as_str(),
+            "http://a:1/api/v1/trends/stream?application=shop"
+        );
+        let data = r#"{"minute":"2026-01-01T10:05:00Z","pages_counted":true,
+            "counts":[{"application":"shop","category":"ui","name":"click","count":3}],
+            "top_pages":[{"application":"shop","host":"h.example","path":"/a","count":2}]}"#;
+        assert_eq!(
+            trend_lines(data),
+            [
+                "2026-01-01T10:05:00Z  shop  ui/click  3",
+                "2026-01-01T10:05:00Z  shop  page  h.example/a  2"
+            ]
+        );
+        let quiet =
+            r#"{"minute":"2026-01-01T10:06:00Z","pages_counted":true,"counts":[],"top_pages":[]}"#;
+        assert_eq!(trend_lines(quiet), ["2026-01-01T10:06:00Z  nothing stored"]);
     }
 
     #[test]

@@ -146,7 +146,8 @@ async fn migrate_creates_the_schema_and_rollback_undoes_it(db: &TestDb) {
             "report_chunks",
             "reports",
             "schema_reloads",
-            "sessions"
+            "sessions",
+            "trend_marks"
         ]
     );
     stdout(&db.eye(&["migrate"])); // running it again is harmless

@@ -21,3 +21,4 @@ pub mod rollups;
 pub mod schema_reloads;
 pub mod sessions;
 pub mod tokens;
+pub mod trends;

@@ -16,6 +16,7 @@ mod m20261123_000011_schema_reloads;
 mod m20261123_000012_monthly_partitions;
 mod m20261124_000013_event_counts;
 mod m20261124_000014_reports;
+mod m20261124_000015_trend_marks;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000012_monthly_partitions::Migration),
             Box::new(m20261124_000013_event_counts::Migration),
             Box::new(m20261124_000014_reports::Migration),
+            Box::new(m20261124_000015_trend_marks::Migration),
         ]
     }
 }

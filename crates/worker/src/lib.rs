@@ -26,6 +26,7 @@ pub mod reload;
 pub mod reports;
 pub mod sql;
 pub mod store;
+pub mod trends;
 pub mod upkeep;
 pub mod validation;
 

@@ -91,6 +91,7 @@ pub async fn delete(url: &str, topology: &Topology) -> Result<(), lapin::Error> 
         &topology.exchange,
         &topology.dead_exchange,
         &topology.live_exchange,
+        &topology.trends_exchange,
     ] {
         let _ = channel
             .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())

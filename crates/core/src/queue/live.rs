@@ -307,7 +307,10 @@ async fn connect(url: &str, exchange: &str) -> Result<(Connection, Channel), lap
     Ok((connection, channel))
 }
 
-async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), lapin::Error> {
+pub(super) async fn declare_exchange(
+    channel: &Channel,
+    exchange: &str,
+) -> Result<(), lapin::Error> {
     channel
         .exchange_declare(
             exchange.into(),
@@ -341,6 +344,8 @@ async fn declare_watchers(channel: &Channel, watchers: &str) -> Result<u32, lapi
 }
 
 /// Where the admin watches stored events.
+// One per admin process, never moved in a hot path: boxing the names would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Default)]
 pub enum LiveSource {
     Amqp {
@@ -493,48 +498,8 @@ impl LiveFeed {
 /// without acks by a task that hands batches to the watcher and gives up on it once
 /// `backlog` events wait unread. The queue goes with the task's connection.
 async fn watch(url: &str, topology: &Topology, backlog: usize) -> Result<LiveFeed, LiveError> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    declare_exchange(&channel, &topology.live_exchange).await?;
-    let queue = format!("{}.{}", topology.live_exchange, Uuid::now_v7().simple());
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-max-length".into(),
-        AMQPValue::LongLongInt(WATCHER_QUEUE_LENGTH),
-    );
-    arguments.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("drop-head".into()),
-    );
-    let exclusive = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(queue.as_str().into(), exclusive, arguments)
-        .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            topology.live_exchange.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                exclusive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let (connection, channel, mut consumer) =
+        subscriber_queue(url, &topology.live_exchange, WATCHER_QUEUE_LENGTH).await?;
     // Registered as a watcher for as long as the connection lives.
     declare_watchers(&channel, &topology.live_watchers).await?;
     let presence = channel
@@ -568,6 +533,56 @@ async fn watch(url: &str, topology: &Topology, backlog: usize) -> Result<LiveFee
         let _ = connection.close(200, "watcher gone".into()).await;
     });
     Ok(feed)
+}
+
+/// A connection with an exclusive, auto-deleted queue of at most `length` messages (the oldest
+/// dropped first) bound to the fanout `exchange`, and its consumer without acks. The queue
+/// goes when the connection closes.
+pub(super) async fn subscriber_queue(
+    url: &str,
+    exchange: &str,
+    length: i64,
+) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    declare_exchange(&channel, exchange).await?;
+    let queue = format!("{exchange}.{}", Uuid::now_v7().simple());
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(length));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("drop-head".into()),
+    );
+    let exclusive = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), exclusive, arguments)
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel, consumer))
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ struct Inner {
     closed: AtomicBool,
     /// Stored batches for whoever watches live; sending never waits, a lagging watcher loses.
     live: tokio::sync::broadcast::Sender<Arc<super::LiveBatch>>,
+    /// Per-minute trends for whoever subscribes, as `{prefix}.trends` on RabbitMQ.
+    trends: tokio::sync::broadcast::Sender<Arc<super::Trend>>,
 }
 
 impl MemoryQueue {
@@ -37,6 +39,7 @@ impl MemoryQueue {
                 publish_timeout,
                 closed: AtomicBool::new(false),
                 live: tokio::sync::broadcast::Sender::new(super::live::MEMORY_CAPACITY),
+                trends: tokio::sync::broadcast::Sender::new(super::trends::MEMORY_CAPACITY),
             }),
         }
     }
@@ -81,6 +84,16 @@ impl MemoryQueue {
     /// Where the admin watches stored events live.
     pub fn live_source(&self) -> super::LiveSource {
         super::LiveSource::Memory(self.inner.live.clone())
+    }
+
+    /// Where the elected worker publishes trends.
+    pub fn trend_publisher(&self) -> super::TrendPublisher {
+        super::TrendPublisher::Memory(self.inner.trends.clone())
+    }
+
+    /// Where the admin subscribes to trends.
+    pub fn trend_source(&self) -> super::TrendSource {
+        super::TrendSource::Memory(self.inner.trends.clone())
     }
 
     /// Messages waiting to be taken.

@@ -6,10 +6,12 @@ mod amqp;
 pub mod codec;
 pub mod live;
 mod memory;
+pub mod trends;
 
 pub use amqp::{AmqpConsumer, AmqpPublisher, delete};
 pub use live::{LiveBatch, LiveError, LiveEvent, LiveFeed, LiveItem, LivePublisher, LiveSource};
 pub use memory::MemoryQueue;
+pub use trends::{TopPage, Trend, TrendCount, TrendFeed, TrendItem, TrendPublisher, TrendSource};
 
 use std::time::Duration;
 
@@ -32,6 +34,8 @@ pub struct Topology {
     /// Queue that never holds a message: each watcher consumes it, so its consumer count tells
     /// workers whether anyone watches.
     pub live_watchers: String,
+    /// Fanout exchange of the per-minute trends (`{prefix}.trends`), bound like the live one.
+    pub trends_exchange: String,
 }
 
 impl Topology {
@@ -44,6 +48,7 @@ impl Topology {
             routing_key: "ingest".into(),
             live_exchange: format!("{prefix}.events.live"),
             live_watchers: format!("{prefix}.events.live.watchers"),
+            trends_exchange: format!("{prefix}.trends"),
         }
     }
 
@@ -59,6 +64,7 @@ impl Topology {
             routing_key: "report".into(),
             live_exchange: format!("{prefix}.reports.live"),
             live_watchers: format!("{prefix}.reports.live.watchers"),
+            trends_exchange: format!("{prefix}.trends"),
         }
     }
 }
