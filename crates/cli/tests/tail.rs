@@ -12,7 +12,7 @@ use eye_cli::metrics::Registries;
 use eye_cli::stack::{self, Queue, Running};
 use eye_core::Settings;
 use eye_core::token::{Scope, TokenKeys};
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -32,6 +32,9 @@ struct Stack {
     postgres: Option<(String, String)>,
     /// The RabbitMQ names' prefix, whose queues and exchanges are deleted at the end.
     prefix: Option<String>,
+    db: sea_orm::DatabaseConnection,
+    queue: Queue,
+    settings: Settings,
 }
 
 impl Stack {
@@ -116,6 +119,9 @@ impl Stack {
             _dir: dir,
             postgres,
             prefix: None,
+            db,
+            queue,
+            settings,
         }
     }
 
@@ -273,6 +279,90 @@ async fn tail_prints_events_as_they_are_stored_on_postgres_rabbitmq() {
     if let Some(stack) = Stack::services().await {
         tail_prints_an_event_posted_after_it_started_and_stops_cleanly_on_ctrl_c(stack).await;
     }
+}
+
+async fn tail_trends_prints_each_published_minute(stack: Stack) {
+    let (mut text, mut lines) = tail(&stack, &["--trends"]);
+    let (mut json, mut objects) = tail(&stack, &["--trends", "--json"]);
+    let minute = eye_entity::rollups::minute_of(chrono::Utc::now());
+    let at = minute.format("%Y-%m-%d %H:%M:%S").to_string();
+    let view = |path: &str| {
+        let mut event = pageview(path);
+        event["timestamp"] = json!(at);
+        event
+    };
+    stack
+        .post(&json!([view("/a"), view("/a"), view("/b")]))
+        .await;
+    let deadline = Instant::now() + 10 * SECOND;
+    while eye_entity::events::Entity::find()
+        .count(&stack.db)
+        .await
+        .unwrap()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the events were not stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Offered now rather than 10 s after the minute: the worker's own publisher is behind it.
+    let runner = eye_worker::trends::TrendRunner::new(
+        stack.db.clone(),
+        stack.queue.trend_publisher(&stack.settings),
+    );
+    assert!(matches!(
+        runner.offer(minute).await.unwrap(),
+        eye_worker::trends::Outcome::Published(_)
+    ));
+    let shown = minute.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut printed = Vec::new();
+    for _ in 0..3 {
+        printed.push(
+            lines
+                .within(5 * SECOND)
+                .await
+                .expect("a line per type and page"),
+        );
+    }
+    assert_eq!(
+        printed,
+        [
+            format!("{shown}  shop  page interaction/pageview  3"),
+            format!("{shown}  shop  page  h/a  2"),
+            format!("{shown}  shop  page  h/b  1"),
+        ]
+    );
+    let object: Value = serde_json::from_str(&objects.within(5 * SECOND).await.unwrap()).unwrap();
+    assert_eq!(object["minute"], shown);
+    assert_eq!(object["counts"][0]["application"], "shop");
+    assert_eq!(object["counts"][0]["count"], 3);
+    assert_eq!(object["top_pages"].as_array().unwrap().len(), 2);
+    interrupt(&mut text);
+    interrupt(&mut json);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_trends_prints_each_published_minute_on_sqlite_in_process() {
+    tail_trends_prints_each_published_minute(Stack::embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_trends_prints_each_published_minute_on_postgres_rabbitmq() {
+    if let Some(stack) = Stack::services().await {
+        tail_trends_prints_each_published_minute(stack).await;
+    }
+}
+
+#[test]
+fn tail_trends_refuses_the_events_filters() {
+    let output = Command::new(env!("CARGO_BIN_EXE_eye"))
+        .args(["tail", "--trends", "--category", "ui", "--token", "t"])
+        .env("EYE_CONFIG", "/nonexistent/eye.toml")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--category"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
