@@ -169,6 +169,26 @@ async fn the_dashboard_shows_each_number_an_operator_watches(backend: Backend) {
     assert_eq!(text(&page, "total-rejected"), "3");
     assert!(page.contains("<svg"), "charts are drawn on the server");
     assert!(page.contains(">pageview</a></td><td>5</td>"));
+
+    // The last hour, from the rollups: the five pageviews in their minute, none elsewhere.
+    let section = |id: &str| {
+        let start = page.find(&format!("id=\"{id}\"")).unwrap();
+        &page[start..start + page[start..].find("</table>").unwrap()]
+    };
+    assert!(
+        section("last-hour-types")
+            .contains("<td>page interaction</td><td>pageview</td><td data-count=\"5\">5</td>"),
+        "{}",
+        section("last-hour-types")
+    );
+    let minute = format!("{}T{}", &now[..10], &now[11..16]);
+    let minutes = section("last-hour-minutes");
+    assert!(
+        minutes.contains(&format!("<tr><td>{minute}</td><td>5</td></tr>")),
+        "{minutes}"
+    );
+    assert_eq!(minutes.matches("<tr><td>").count(), 60);
+    assert_eq!(minutes.matches("</td><td>0</td>").count(), 59);
 }
 
 async fn an_application_silent_for_long_is_flagged_and_its_name_escaped(backend: Backend) {

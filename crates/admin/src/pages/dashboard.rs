@@ -17,8 +17,9 @@ use crate::auth::{self, Viewer};
 use crate::chart::BarChart;
 use crate::error::PageError;
 use crate::queries::dashboard::{
-    APPLICATIONS_SHOWN, Activity, Bucket, Limited, Reader, ReasonCount, Totals, TypeCount, Unit,
+    APPLICATIONS_SHOWN, Activity, Bucket, Limited, Reader, ReasonCount, Totals, TypeCount,
 };
+use crate::queries::stats::{self, Applications, CountsRequest, Group};
 use crate::views::{Time, html};
 
 /// How long one computation of the numbers is shown before the next.
@@ -41,7 +42,8 @@ pub struct Snapshot {
     /// Events received in the last hour: stored, rejected.
     hour: Option<(u64, u64)>,
     totals: Option<Totals>,
-    minutes: Option<Vec<Bucket>>,
+    /// The last hour from the rollups: per minute, and per type (busiest first).
+    last_hour: Option<(Vec<Bucket>, Vec<TypeCount>)>,
     hours: Option<Vec<Bucket>>,
     types: Option<Vec<TypeCount>>,
 }
@@ -104,6 +106,61 @@ async fn part<T>(
     }
 }
 
+/// The stored events of the last `buckets` minutes or hours (the current one included) by
+/// their own `timestamp`, from the rollups: per bucket, and per type, the busiest first.
+async fn from_rollups(
+    db: &DatabaseConnection,
+    at: DateTime<Utc>,
+    bucket: stats::Bucket,
+    buckets: i32,
+) -> Result<(Vec<Bucket>, Vec<TypeCount>), DbErr> {
+    let current = stats::bucket_start(at, bucket);
+    let from = current - bucket.width() * (buckets - 1);
+    let request = CountsRequest {
+        applications: Applications::All,
+        from,
+        to: current + bucket.width(),
+        bucket,
+        group_by: vec![Group::Category, Group::Name],
+        category: None,
+        name: None,
+        limit: crate::stats::MAX_ROWS,
+    };
+    let mut per_bucket: HashMap<DateTime<Utc>, i64> = HashMap::new();
+    let mut types: HashMap<(String, String), i64> = HashMap::new();
+    for row in stats::counts(db, QUERY_TIMEOUT, &request).await? {
+        *per_bucket.entry(row.start).or_default() += row.count;
+        let key = (
+            row.category.unwrap_or_default(),
+            row.name.unwrap_or_default(),
+        );
+        *types.entry(key).or_default() += row.count;
+    }
+    let label = match bucket {
+        stats::Bucket::Minute => "%Y-%m-%dT%H:%M",
+        _ => "%Y-%m-%dT%H",
+    };
+    let series = (0..buckets)
+        .map(|i| {
+            let start = from + bucket.width() * i;
+            Bucket {
+                label: start.format(label).to_string(),
+                count: per_bucket.get(&start).copied().unwrap_or(0),
+            }
+        })
+        .collect();
+    let mut types: Vec<TypeCount> = types
+        .into_iter()
+        .map(|((category, name), count)| TypeCount {
+            category,
+            name,
+            count,
+        })
+        .collect();
+    types.sort_by(|a, b| (b.count, &a.category, &a.name).cmp(&(a.count, &b.category, &b.name)));
+    Ok((series, types))
+}
+
 /// The parts an operator needs first run first: when the database is slow, they are the
 /// ones shown.
 async fn snapshot(db: &DatabaseConnection) -> Result<Snapshot, DbErr> {
@@ -128,13 +185,19 @@ async fn snapshot(db: &DatabaseConnection) -> Result<Snapshot, DbErr> {
         reasons: part(slow, "reasons", reader.reasons(minutes_ago(60))).await?,
         hour: part(slow, "last hour", reader.received_since(minutes_ago(60))).await?,
         totals: part(slow, "totals", reader.totals()).await?,
-        minutes: part(
+        last_hour: part(
             slow,
-            "per minute",
-            reader.received_per(Unit::Minute, 60, at),
+            "last hour by type",
+            from_rollups(db, at, stats::Bucket::Minute, 60),
         )
         .await?,
-        hours: part(slow, "per hour", reader.received_per(Unit::Hour, 24, at)).await?,
+        hours: part(
+            slow,
+            "per hour",
+            from_rollups(db, at, stats::Bucket::Hour, 24),
+        )
+        .await?
+        .map(|(hours, _)| hours),
         types: part(slow, "top types", reader.top_types(day)).await?,
     })
 }
@@ -272,6 +335,8 @@ struct DashboardPage {
     per_minute: BarChart,
     per_hour: BarChart,
     minutes: Vec<Bucket>,
+    /// Per type over the last hour, from the rollups.
+    hour_types: Vec<TypeCount>,
     hours: Vec<Bucket>,
     types: Vec<TypeCount>,
     /// Parts whose queries ran out of time, by name.
@@ -346,7 +411,7 @@ pub async fn show(
             "rejections",
         ),
         (numbers.totals.is_none(), "totals"),
-        (numbers.minutes.is_none(), "events per minute"),
+        (numbers.last_hour.is_none(), "the last hour by type"),
         (numbers.hours.is_none(), "events per hour"),
         (numbers.types.is_none(), "top event types"),
     ] {
@@ -369,7 +434,7 @@ pub async fn show(
             .fold((0, 0), |(r, e), l| (r + l.requests, e + l.events))
     });
     let totals = numbers.totals.as_ref();
-    let minutes = numbers.minutes.clone().unwrap_or_default();
+    let (minutes, hour_types) = numbers.last_hour.clone().unwrap_or_default();
     let hours = numbers.hours.clone().unwrap_or_default();
     let received_hour = numbers.hour.map(|(stored, rejected)| stored + rejected);
     html(&DashboardPage {
@@ -403,9 +468,16 @@ pub async fn show(
         total_sessions: shown(totals.map(|t| t.sessions)),
         total_rejected: shown(totals.map(|t| t.rejected)),
         total_applications: shown(totals.map(|t| t.applications)),
-        per_minute: BarChart::new("Events received per minute, last hour (UTC)", &minutes),
-        per_hour: BarChart::new("Events received per hour, last day (UTC)", &hours),
+        per_minute: BarChart::new(
+            "Events stored per minute of their time, last hour (UTC, from the rollups)",
+            &minutes,
+        ),
+        per_hour: BarChart::new(
+            "Events stored per hour of their time, last day (UTC, from the rollups)",
+            &hours,
+        ),
         minutes,
+        hour_types,
         hours,
         types: numbers.types.clone().unwrap_or_default(),
         unknown,

@@ -11,7 +11,7 @@ mod health;
 
 pub use health::{APPLICATIONS_SHOWN, Activity, Limited};
 
-use chrono::{DateTime, DurationRound, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, Value};
 
 /// Tables at most this large are counted exactly; counting them costs a few milliseconds.
@@ -180,49 +180,6 @@ impl Table {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum Unit {
-    Minute,
-    Hour,
-}
-
-impl Unit {
-    fn step(self) -> chrono::Duration {
-        match self {
-            Unit::Minute => chrono::Duration::minutes(1),
-            Unit::Hour => chrono::Duration::hours(1),
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Unit::Minute => "%Y-%m-%dT%H:%M",
-            Unit::Hour => "%Y-%m-%dT%H",
-        }
-    }
-
-    fn sql(self, backend: DbBackend) -> &'static str {
-        match (backend, self) {
-            (DbBackend::Postgres, Unit::Minute) => {
-                "SELECT to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI') AS bucket, \
-                 COUNT(*) AS n FROM events WHERE received_at >= $1 GROUP BY 1"
-            }
-            (DbBackend::Postgres, Unit::Hour) => {
-                "SELECT to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24') AS bucket, \
-                 COUNT(*) AS n FROM events WHERE received_at >= $1 GROUP BY 1"
-            }
-            (_, Unit::Minute) => {
-                "SELECT strftime('%Y-%m-%dT%H:%M', received_at) AS bucket, COUNT(*) AS n \
-                 FROM events WHERE received_at >= ? GROUP BY 1"
-            }
-            (_, Unit::Hour) => {
-                "SELECT strftime('%Y-%m-%dT%H', received_at) AS bucket, COUNT(*) AS n \
-                 FROM events WHERE received_at >= ? GROUP BY 1"
-            }
-        }
-    }
-}
-
 fn placeholders(backend: DbBackend, sql: &str) -> String {
     match backend {
         DbBackend::Postgres => sql.replacen('?', "$1", 1),
@@ -231,34 +188,6 @@ fn placeholders(backend: DbBackend, sql: &str) -> String {
 }
 
 impl Reader<'_> {
-    /// Events received in each of the last `buckets` units up to `now`, oldest first, empty
-    /// buckets included.
-    #[tracing::instrument(skip(self))]
-    pub async fn received_per(
-        &self,
-        unit: Unit,
-        buckets: i32,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Bucket>, DbErr> {
-        let current = now.duration_trunc(unit.step()).unwrap_or(now);
-        let since = current - unit.step() * (buckets - 1);
-        let rows = self
-            .rows(unit.sql(self.backend()), vec![Value::from(since)])
-            .await?;
-        let mut counts = std::collections::HashMap::new();
-        for row in rows {
-            let bucket: Option<String> = row.try_get("", "bucket")?;
-            counts.insert(bucket.unwrap_or_default(), row.try_get::<i64>("", "n")?);
-        }
-        Ok((0..buckets)
-            .map(|i| {
-                let label = (since + unit.step() * i).format(unit.label()).to_string();
-                let count = counts.get(&label).copied().unwrap_or(0);
-                Bucket { label, count }
-            })
-            .collect())
-    }
-
     /// The ten most frequent (category, name) pairs received since `since`.
     pub async fn top_types(&self, since: DateTime<Utc>) -> Result<Vec<TypeCount>, DbErr> {
         let sql = placeholders(
