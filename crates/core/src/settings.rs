@@ -97,6 +97,11 @@ pub struct Settings {
     pub worker_batch_bytes: usize,
     /// How long the worker waits to fill a batch once the first message arrived.
     pub worker_batch_wait_ms: u64,
+    /// Whether the workers add what they store to the per-minute counts (`event_counts`).
+    /// Off only for a bulk load, or to measure what counting costs: the stats, reports by
+    /// type, trends and the dashboard's charts then miss those events until `eye rollups
+    /// rebuild` covers their window.
+    pub worker_rollups: bool,
     /// Deliveries of one message before it is dead-lettered (a message that keeps failing).
     /// Applied by a broker policy, so it can change while the queue exists.
     pub delivery_limit: u32,
@@ -220,6 +225,7 @@ impl Default for Settings {
             worker_batch_messages: 128,
             worker_batch_bytes: 1024 * 1024,
             worker_batch_wait_ms: 20,
+            worker_rollups: true,
             delivery_limit: 10,
             queue_max_messages: 1_000_000,
             queue_max_bytes: 4 * 1024 * 1024 * 1024,

@@ -9,7 +9,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, TimeZone, Utc};
 use eye_core::token::Scope;
 use eye_entity::{event_counts, events};
 use eye_testkit::AdminClient;
-use eye_testkit::{APPLICATION, Backend, Seed, TestApp, on_both_backends, pageview};
+use eye_testkit::{APPLICATION, Backend, Options, Seed, TestApp, on_both_backends, pageview};
 use eye_worker::store::{self, EventRow, Row};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
@@ -23,6 +23,7 @@ on_both_backends!(
     a_token_counts_its_own_application_and_an_all_token_every_one,
     bad_stats_queries_are_named_problems,
     the_stats_page_charts_counts_event_types_and_session_lengths,
+    with_rollups_off_workers_store_without_counting_until_a_rebuild,
 );
 
 const OTHER: &str = "other-app";
@@ -519,4 +520,33 @@ async fn the_stats_page_charts_counts_event_types_and_session_lengths(backend: B
     let (status, page) = admin.get("/stats?from=2026-02-01&to=2026-02-02").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("No session began in this window"), "{page}");
+}
+
+async fn with_rollups_off_workers_store_without_counting_until_a_rebuild(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            settings: |s| s.worker_rollups = false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let now = Utc::now().format("%Y-%m-%d %H:%M:%S").to_string();
+    let batch: Vec<Value> = (0..3).map(|i| pageview(format!("/{i}"), &now)).collect();
+    assert_eq!(
+        app.post(&Value::Array(batch)).await.status(),
+        StatusCode::ACCEPTED
+    );
+    app.wait_for_counts(3, 0).await;
+    assert_eq!(
+        event_counts::Entity::find().count(&app.db).await.unwrap(),
+        0
+    );
+    let hour = TimeDelta::hours(1);
+    let counted = eye_entity::rollups::rebuild(&app.db, Utc::now() - hour, Utc::now() + hour)
+        .await
+        .unwrap();
+    assert_eq!(counted, 3);
+    let rows = event_counts::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.count).sum::<i64>(), 3);
 }

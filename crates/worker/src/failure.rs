@@ -70,7 +70,7 @@ impl Worker {
         let mut drain_until = None;
         loop {
             let started = tokio::time::Instant::now();
-            match store::write(&self.db, rows).await {
+            match store::write_with(&self.db, rows, self.rollups).await {
                 Ok(written) => return Ok(Ok((written, started.elapsed()))),
                 Err(e) if sql::is_retryable(&e) => {
                     self.metrics.retried(Retry::Database);

@@ -83,6 +83,8 @@ pub struct Worker {
     metrics: WorkerMetrics,
     /// Where stored batches are announced, after their commit, best effort.
     live: LivePublisher,
+    /// Whether stored events are added to the per-minute counts (`worker_rollups`).
+    rollups: bool,
 }
 
 impl Worker {
@@ -104,6 +106,7 @@ impl Worker {
             drain_timeout: Duration::from_secs(settings.drain_timeout_secs),
             stop,
             metrics: WorkerMetrics::default(),
+            rollups: settings.worker_rollups,
         }
     }
 

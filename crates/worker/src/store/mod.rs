@@ -110,6 +110,16 @@ fn add_stored(by_application: &mut Vec<(Uuid, u64)>, application: Uuid, stored: 
 /// PostgreSQL, where the key holds the partition column, and time) are skipped and do not
 /// count again towards their session or their minute's count.
 pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbErr> {
+    write_with(db, rows, true).await
+}
+
+/// [`write`], adding the inserted events to their minutes' counts only when `counted`
+/// (`worker_rollups`).
+pub async fn write_with(
+    db: &DatabaseConnection,
+    rows: &[Row],
+    counted: bool,
+) -> Result<Written, DbErr> {
     let (mut events, mut rejected, mut dead) = (Vec::new(), Vec::new(), Vec::new());
     for row in rows {
         match row {
@@ -119,7 +129,8 @@ pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbE
         }
     }
     if db.get_database_backend() == DbBackend::Postgres {
-        return postgres::write(db.get_postgres_connection_pool(), &events, &rejected, &dead).await;
+        let pool = db.get_postgres_connection_pool();
+        return postgres::write(pool, counted, &events, &rejected, &dead).await;
     }
     let txn = db.begin().await?;
     let mut inserted = HashSet::with_capacity(events.len());
@@ -133,7 +144,9 @@ pub async fn write(db: &DatabaseConnection, rows: &[Row]) -> Result<Written, DbE
     }
     let fresh = newly_inserted(&events, inserted);
     upsert_sessions(&txn, &fresh).await?;
-    add_counts(&txn, &fresh).await?;
+    if counted {
+        add_counts(&txn, &fresh).await?;
+    }
     let mut written_rejected = 0;
     for chunk in rejected.chunks(CHUNK) {
         written_rejected += insert_rejected(&txn, chunk).await?;

@@ -52,6 +52,21 @@ WITH incoming AS (
 SELECT application_id, count(*) AS stored FROM inserted GROUP BY application_id
 "#;
 
+/// The counting part of [`EVENTS`], left out when the workers do not count (`worker_rollups`).
+const COUNTED: &str = r#"), counted AS (
+    INSERT INTO event_counts (application_id, minute, category, name, count)
+    SELECT application_id, date_trunc('minute', "timestamp", 'UTC'), category, name, count(*)
+    FROM inserted
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (application_id, minute, category, name) DO UPDATE SET
+        count = event_counts.count + excluded.count
+"#;
+
+/// [`EVENTS`] without [`COUNTED`].
+static UNCOUNTED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| EVENTS.replacen(COUNTED, "", 1));
+
 /// Keyed as [`EVENTS`] is, by `received_at`, the partition column of `rejected_events`.
 const REJECTED: &str = r#"
 INSERT INTO rejected_events (application_id, id, category, name, payload, reasons,
@@ -77,6 +92,7 @@ ON CONFLICT (digest) DO UPDATE SET
 /// Stores everything or nothing, as [`super::write`] does.
 pub(super) async fn write(
     pool: &PgPool,
+    counted: bool,
     events: &[&EventRow],
     rejected: &[&RejectedRow],
     dead: &[&DeadRow],
@@ -85,7 +101,7 @@ pub(super) async fn write(
     let now = eye_core::event::now();
     let mut written = Written::default();
     if !events.is_empty() {
-        for (application, stored) in insert_events(&mut txn, events, now).await? {
+        for (application, stored) in insert_events(&mut txn, counted, events, now).await? {
             written.stored += stored;
             add_stored(&mut written.stored_by_application, application, stored);
         }
@@ -113,10 +129,12 @@ pub(super) async fn write(
 
 async fn insert_events(
     txn: &mut Transaction<'_, Postgres>,
+    counted: bool,
     events: &[&EventRow],
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, u64)>, DbErr> {
-    let stored: Vec<(Uuid, i64)> = sqlx::query_as(EVENTS)
+    let sql = if counted { EVENTS } else { UNCOUNTED.as_str() };
+    let stored: Vec<(Uuid, i64)> = sqlx::query_as(sql)
         .bind(column(events, |e| e.application_id))
         .bind(column(events, |e| e.id))
         .bind(column(events, |e| e.session_id))
@@ -164,4 +182,16 @@ fn column<'a, R, T>(rows: &[&'a R], value: impl Fn(&'a R) -> T) -> Vec<T> {
 /// As SeaORM reports it, so that [`crate::sql::is_retryable`] judges both paths alike.
 fn db_err(error: sqlx::Error) -> DbErr {
     DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uncounted_statement_is_the_counted_one_without_its_counting() {
+        assert!(EVENTS.contains(COUNTED));
+        assert!(!UNCOUNTED.contains("event_counts"));
+        assert!(UNCOUNTED.contains("sessions_written AS"));
+    }
 }
