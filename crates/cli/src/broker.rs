@@ -18,7 +18,7 @@ struct Management {
     vhost: String,
 }
 
-/// Sets (or updates) the ingest and dead-letter queue policies. `Ok(false)` when the
+/// Sets (or updates) the ingest, dead-letter and report jobs queue policies. `Ok(false)` when the
 /// operator turned this off (`amqp_management_url = "off"`).
 pub async fn apply_policies(settings: &Settings) -> anyhow::Result<bool> {
     let Some(management) = management(settings)? else {
@@ -88,6 +88,7 @@ pub async fn remove_topology(amqp_url: &str, prefix: &str) -> anyhow::Result<()>
 /// answers 503) instead of dropping the oldest message.
 fn policies(settings: &Settings, topology: &Topology) -> Vec<(String, Value)> {
     let exact = |queue: &str| format!("^{}$", regex_escape(queue));
+    let reports = Topology::reports(&settings.queue_prefix);
     vec![
         (
             topology.queue.clone(),
@@ -115,6 +116,21 @@ fn policies(settings: &Settings, topology: &Topology) -> Vec<(String, Value)> {
                     "overflow": "reject-publish",
                     "max-length": settings.queue_max_messages,
                     "max-length-bytes": settings.queue_max_bytes,
+                },
+            }),
+        ),
+        // A job handed back `delivery_limit` times (its worker died, or the database stayed
+        // away) is dropped: the sweep then fails its report, saying so.
+        (
+            reports.queue.clone(),
+            json!({
+                "pattern": exact(&reports.queue),
+                "apply-to": "queues",
+                "priority": 10,
+                "definition": {
+                    "delivery-limit": settings.delivery_limit,
+                    "overflow": "reject-publish",
+                    "max-length": crate::stack::REPORT_JOBS_HELD,
                 },
             }),
         ),
@@ -228,5 +244,13 @@ mod tests {
             all[0].1["definition"]["dead-letter-strategy"],
             "at-least-once"
         );
+        let settings = Settings {
+            queue_prefix: "t.1".into(),
+            ..Settings::default()
+        };
+        let reports = &policies(&settings, &Topology::new("t.1"))[2].1;
+        assert_eq!(reports["pattern"], r"^t\.1\.reports$");
+        assert_eq!(reports["definition"]["delivery-limit"], 10);
+        assert_eq!(reports["definition"]["max-length"], 1000);
     }
 }

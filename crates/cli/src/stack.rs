@@ -228,8 +228,9 @@ impl Queue {
     }
 }
 
-/// Report jobs the in-process queue holds before asking for one more waits (and answers 503).
-const REPORT_JOBS_HELD: usize = 1_000;
+/// Report jobs a queue holds (in-process, or `{prefix}.reports` by its policy) before asking
+/// for one more waits (and answers 503).
+pub(crate) const REPORT_JOBS_HELD: usize = 1_000;
 
 /// Connects to PostgreSQL or SQLite. Connecting is lazy about nothing: a wrong URL fails here.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {

@@ -1,8 +1,10 @@
 //! The report runner: takes report jobs from their queue one at a time and runs them
 //! ([`eye_entity::report_jobs`]). A job's message is acknowledged once the job ended
 //! `complete` or `failed`. If the database fails under it, it is tried again after a pause,
-//! a few times; then RabbitMQ gets the message back for later (the in-process queue cannot
-//! keep it: the sweep fails the job once no worker can still be running it).
+//! a few times; then the runner waits [`Pause`] (growing while the database stays away) and
+//! RabbitMQ gets the message back for later, at most `delivery_limit` times by the queue's
+//! policy (the in-process queue cannot keep it; in both cases the sweep fails the job once
+//! no worker can still be running it).
 
 use std::time::Duration;
 
@@ -21,11 +23,37 @@ const TRIES: u32 = 5;
 /// How often expired reports are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
+/// How long the runner waits after giving up on a job because the database kept failing:
+/// from 1 s, doubling each time it gives up again, up to a minute; back to 1 s once a job
+/// ends. Without it a redelivered job would be tried again at once, every few seconds, for
+/// as long as the database is away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pause(Duration);
+
+impl Pause {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(60);
+
+    /// The wait now, and the next one.
+    pub fn take(&mut self) -> Duration {
+        let now = self.0;
+        self.0 = (self.0 * 2).min(Self::MAX);
+        now
+    }
+}
+
+impl Default for Pause {
+    fn default() -> Self {
+        Self(Self::FIRST)
+    }
+}
+
 pub struct ReportRunner {
     db: DatabaseConnection,
     consumer: Consumer,
     limits: Limits,
     stop: CancellationToken,
+    pause: Pause,
 }
 
 impl ReportRunner {
@@ -40,6 +68,7 @@ impl ReportRunner {
             consumer,
             limits: Limits::of(settings),
             stop,
+            pause: Pause::default(),
         }
     }
 
@@ -93,7 +122,15 @@ impl ReportRunner {
                 );
                 continue;
             };
-            if !self.run(id).await {
+            if self.run(id).await {
+                self.pause = Pause::default();
+            } else {
+                let wait = self.pause.take();
+                tracing::warn!(report = %id, ?wait, "giving the report job back after a pause");
+                tokio::select! {
+                    () = self.stop.cancelled() => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
                 // RabbitMQ redelivers what was not acknowledged once the connection is gone.
                 self.consumer.reset();
                 if !self.consumer.is_in_process() {
@@ -134,5 +171,17 @@ impl ReportRunner {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_doubles_from_a_second_to_a_minute() {
+        let mut pause = Pause::default();
+        let waits: Vec<u64> = (0..9).map(|_| pause.take().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }
