@@ -335,16 +335,27 @@ pub(crate) async fn stream_events(
     state: web::Data<State>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = authorize(&state, &request).await?;
+    let (applications, names) = stream_reach(&state, &request, &query.application).await?;
+    let filter = LiveFilter::parse(&query, applications)?;
+    Ok(live::stream(&state.live, state.db.clone(), filter, names).await?)
+}
+
+/// The applications a stream shows: those the token reads, narrowed to `asked` (a name, or
+/// empty for all of them); with every application's name.
+pub(crate) async fn stream_reach(
+    state: &State,
+    request: &HttpRequest,
+    asked: &str,
+) -> Result<(Applications, HashMap<Uuid, String>), ReadError> {
+    let grant = authorize(state, request).await?;
     let names = queries::application_names(&state.db).await?;
-    let asked = Some(query.application.trim().to_owned()).filter(|a| !a.is_empty());
+    let asked = Some(asked.trim().to_owned()).filter(|a| !a.is_empty());
     let applications = match Reach::of(&grant).narrow(asked, &names) {
         None => Applications::None,
         Some(None) => Applications::All,
         Some(Some(name)) => live::named(&name, &names),
     };
-    let filter = LiveFilter::parse(&query, applications)?;
-    Ok(live::stream(&state.live, state.db.clone(), filter, names).await?)
+    Ok((applications, names))
 }
 
 /// The query string of one session's page.

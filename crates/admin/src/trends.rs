@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::State;
 use crate::live::{self, Applications, KEEP_ALIVE, StreamError};
 use crate::queries;
-use crate::read_api::{Reach, ReadError, authorize};
+use crate::read_api::{ReadError, stream_reach};
 
 /// The query string of the trends' stream.
 #[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
@@ -124,14 +124,7 @@ pub(crate) async fn stream(
     state: web::Data<State>,
     query: web::Query<TrendQuery>,
 ) -> Result<HttpResponse, ReadError> {
-    let grant = authorize(&state, &request).await?;
-    let names = queries::application_names(&state.db).await?;
-    let asked = Some(query.application.trim().to_owned()).filter(|a| !a.is_empty());
-    let applications = match Reach::of(&grant).narrow(asked, &names) {
-        None => Applications::None,
-        Some(None) => Applications::All,
-        Some(Some(name)) => live::named(&name, &names),
-    };
+    let (applications, names) = stream_reach(&state, &request, &query.application).await?;
     let permit = state
         .live
         .streams

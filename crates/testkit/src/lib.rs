@@ -17,6 +17,7 @@ mod rabbit_node;
 pub mod scale;
 pub mod scrape;
 pub mod sdk;
+mod sse;
 
 pub use admin::{ADMIN_PASSWORD, ADMIN_USER, AdminClient, Seed, csrf_of};
 pub use app::{APPLICATION, Options, TestApp, canonical_events, data_of, event, pageview};
@@ -25,6 +26,7 @@ pub use front::{Front, Passed};
 pub use proxy::Proxy;
 pub use rabbit_node::RabbitNode;
 pub use scrape::Scrape;
+pub use sse::Sse;
 
 /// Declares one test per backend for each `async fn name(backend: Backend)` listed.
 #[macro_export]

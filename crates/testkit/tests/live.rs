@@ -10,7 +10,7 @@ use eye_core::queue::Topology;
 use eye_core::token::Scope;
 use eye_testkit::browser::Browser;
 use eye_testkit::{
-    ADMIN_PASSWORD, ADMIN_USER, Backend, TestApp, event, on_both_backends, on_services,
+    ADMIN_PASSWORD, ADMIN_USER, Backend, Sse, TestApp, event, on_both_backends, on_services,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -45,73 +45,9 @@ async fn read_token(app: &TestApp, application: &str) -> String {
     .jwt
 }
 
-/// A test's reading end of one stream.
-struct Stream {
-    response: reqwest::Response,
-    pending: String,
-}
-
-impl Stream {
-    /// Opens the stream and waits until it is watching.
-    async fn open(app: &TestApp, token: &str, query: &str) -> Self {
-        let response = app
-            .client
-            .get(format!("{}/api/v1/events/stream{query}", app.admin_address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()["content-type"].to_str().unwrap(),
-            "text/event-stream"
-        );
-        let mut stream = Self {
-            response,
-            pending: String::new(),
-        };
-        let first = stream.block(Duration::from_secs(5)).await;
-        assert_eq!(first.as_deref(), Some(": watching"));
-        stream
-    }
-
-    /// The next block (event or comment), if one comes within `wait`.
-    async fn block(&mut self, wait: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                return Some(block.trim_end().to_owned());
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .ok()?
-                .unwrap()?;
-            self.pending.push_str(std::str::from_utf8(&chunk).unwrap());
-        }
-    }
-
-    /// The next event (not a comment) as its kind and JSON, if one comes within `wait`.
-    async fn event(&mut self, wait: Duration) -> Option<(String, Value)> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let block = self.block(left).await?;
-            if block.starts_with(':') {
-                continue;
-            }
-            let mut kind = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(k) = line.strip_prefix("event: ") {
-                    kind = k.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            return Some((kind, serde_json::from_str(&data).unwrap()));
-        }
-    }
+/// The events' stream, with a query string (or none).
+async fn watch(app: &TestApp, token: &str, query: &str) -> Sse {
+    Sse::open(app, token, &format!("/api/v1/events/stream{query}")).await
 }
 
 async fn an_event_posted_after_the_stream_opened_arrives_within_a_second_and_filters_leave_others_out(
@@ -119,8 +55,8 @@ async fn an_event_posted_after_the_stream_opened_arrives_within_a_second_and_fil
 ) {
     let app = TestApp::spawn(backend).await;
     let token = read_token(&app, eye_testkit::APPLICATION).await;
-    let mut all = Stream::open(&app, &token, "").await;
-    let mut pageviews = Stream::open(&app, &token, "?name=pageview").await;
+    let mut all = watch(&app, &token, "").await;
+    let mut pageviews = watch(&app, &token, "?name=pageview").await;
 
     let session = Uuid::new_v4();
     let click = json!({"session_id": session, "category": "page interaction", "name": "cta click",
@@ -176,9 +112,9 @@ async fn a_read_token_watches_only_its_own_application(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let other_writes = app.write_token_for(OTHER).await;
     let own = read_token(&app, eye_testkit::APPLICATION).await;
-    let mut mine = Stream::open(&app, &own, "").await;
+    let mut mine = watch(&app, &own, "").await;
     // Naming another application shows nothing rather than its events.
-    let mut theirs = Stream::open(&app, &own, &format!("?application={OTHER}")).await;
+    let mut theirs = watch(&app, &own, &format!("?application={OTHER}")).await;
 
     let foreign = event(
         "page interaction",
@@ -214,7 +150,7 @@ async fn a_read_token_watches_only_its_own_application(backend: Backend) {
         )
         .await
         .jwt;
-    let mut every = Stream::open(&app, &all, &format!("?application={OTHER}")).await;
+    let mut every = watch(&app, &all, &format!("?application={OTHER}")).await;
     let again = event(
         "page interaction",
         "pageview",
@@ -229,7 +165,7 @@ async fn a_read_token_watches_only_its_own_application(backend: Backend) {
 async fn a_rejected_event_arrives_marked_with_its_reason_codes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = read_token(&app, eye_testkit::APPLICATION).await;
-    let mut stream = Stream::open(&app, &token, "").await;
+    let mut stream = watch(&app, &token, "").await;
     let future = event(
         "page interaction",
         "pageview",
@@ -317,7 +253,7 @@ async fn a_client_that_never_reads_is_dropped_with_a_notice_and_storage_does_not
 async fn stopping_ends_open_streams_with_a_notice_instead_of_waiting_for_them(backend: Backend) {
     let mut app = TestApp::spawn(backend).await;
     let token = read_token(&app, eye_testkit::APPLICATION).await;
-    let mut stream = Stream::open(&app, &token, "").await;
+    let mut stream = watch(&app, &token, "").await;
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), app.shutdown())
         .await
@@ -432,7 +368,7 @@ async fn past_the_stream_limit_a_new_stream_is_refused_with_503_until_one_closes
     let token = read_token(&app, eye_testkit::APPLICATION).await;
     let mut open = Vec::new();
     for _ in 0..64 {
-        open.push(Stream::open(&app, &token, "").await);
+        open.push(watch(&app, &token, "").await);
     }
     let refused = app
         .client
@@ -562,7 +498,7 @@ async fn with_nobody_watching_a_worker_sends_nothing_live_and_the_first_watcher_
     let token = read_token(&app, eye_testkit::APPLICATION).await;
     assert_eq!(app.post(&view("/e")).await.status(), StatusCode::ACCEPTED);
     app.wait_for_counts(4, 0).await;
-    let mut stream = Stream::open(&app, &token, "").await;
+    let mut stream = watch(&app, &token, "").await;
     assert_eq!(app.post(&view("/d")).await.status(), StatusCode::ACCEPTED);
     let (_, shown) = stream
         .event(WITHIN)

@@ -11,7 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use eye_cli::stack;
 use eye_core::token::Scope;
 use eye_entity::rollups::minute_of;
-use eye_testkit::{APPLICATION, Backend, Options, Seed, TestApp, on_both_backends};
+use eye_testkit::{APPLICATION, Backend, Options, Seed, Sse, TestApp, on_both_backends};
 use eye_worker::trends::{Outcome, TrendRunner};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -23,61 +23,13 @@ on_both_backends!(
     the_minute_that_ended_is_published_once_by_one_of_two_workers,
 );
 
-/// The admin's trends stream, read as a client reads it.
-struct Stream {
-    response: reqwest::Response,
-    pending: String,
-}
+const TRENDS: &str = "/api/v1/trends/stream";
 
-impl Stream {
-    /// Opens the stream and waits until it watches.
-    async fn open(app: &TestApp, token: &str) -> Self {
-        let response = app
-            .client
-            .get(format!("{}/api/v1/trends/stream", app.admin_address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut stream = Self {
-            response,
-            pending: String::new(),
-        };
-        let first = stream.block(Duration::from_secs(10)).await.unwrap();
-        assert_eq!(first, ": watching");
-        stream
-    }
-
-    /// The next block (up to a blank line), or none within `wait`.
-    async fn block(&mut self, wait: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if let Some(end) = self.pending.find("\n\n") {
-                let block: String = self.pending.drain(..end + 2).collect();
-                return Some(block.trim_end().to_owned());
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .ok()?
-                .unwrap()
-                .expect("the stream ended");
-            self.pending.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// The next trend, skipping keep-alives, or none within `wait`.
-    async fn trend(&mut self, wait: Duration) -> Option<Value> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let block = self.block(left).await?;
-            if let Some(data) = block.strip_prefix("event: trend\ndata: ") {
-                return Some(serde_json::from_str(data).unwrap());
-            }
-            assert!(block.starts_with(':'), "unexpected: {block}");
-        }
-    }
+/// The next trend of `stream`, or none within `wait`.
+async fn trend(stream: &mut Sse, wait: Duration) -> Option<Value> {
+    let (kind, trend) = stream.event(wait).await?;
+    assert_eq!(kind, "trend", "{trend}");
+    Some(trend)
 }
 
 fn minute_text(minute: DateTime<Utc>) -> String {
@@ -194,8 +146,8 @@ async fn two_workers_offering_the_same_minutes_publish_each_once_with_its_counts
         .token_for("shop", &[Scope::EventsRead], TimeDelta::hours(1))
         .await
         .jwt;
-    let mut everyone = Stream::open(&app, &all).await;
-    let mut shop_only = Stream::open(&app, &own).await;
+    let mut everyone = Sse::open(&app, &all, TRENDS).await;
+    let mut shop_only = Sse::open(&app, &own, TRENDS).await;
 
     let (a, b) = (runner(&app).await, runner(&app).await);
     for minute in [first, at(1, 0), at(2, 0)] {
@@ -220,10 +172,14 @@ async fn two_workers_offering_the_same_minutes_publish_each_once_with_its_counts
     let wait = Duration::from_secs(10);
     let mut trends = Vec::new();
     for _ in 0..3 {
-        trends.push(everyone.trend(wait).await.expect("a trend for each minute"));
+        trends.push(
+            trend(&mut everyone, wait)
+                .await
+                .expect("a trend for each minute"),
+        );
     }
     assert_eq!(
-        everyone.trend(Duration::from_secs(2)).await,
+        trend(&mut everyone, Duration::from_secs(2)).await,
         None,
         "each minute once"
     );
@@ -282,7 +238,7 @@ async fn two_workers_offering_the_same_minutes_publish_each_once_with_its_counts
 
     // A token of one application gets the same minutes with only its own numbers.
     for expected in &trends {
-        let trend = shop_only.trend(wait).await.unwrap();
+        let trend = trend(&mut shop_only, wait).await.unwrap();
         assert_eq!(trend["minute"], expected["minute"]);
         let own_counts: BTreeSet<_> = counts(expected)
             .into_iter()
@@ -304,7 +260,7 @@ async fn the_minute_that_ended_is_published_once_by_one_of_two_workers(backend: 
         .token_for(APPLICATION, &[Scope::EventsRead], TimeDelta::hours(1))
         .await
         .jwt;
-    let mut stream = Stream::open(&app, &token).await;
+    let mut stream = Sse::open(&app, &token, TRENDS).await;
 
     let minute = minute_of(Utc::now());
     let posted: Vec<Value> = (0..3)
@@ -326,8 +282,7 @@ async fn the_minute_that_ended_is_published_once_by_one_of_two_workers(backend: 
     // Published 10 s after the minute ends, by the first tick after: 75 s at most.
     let mut seen = Vec::new();
     let ours = loop {
-        let trend = stream
-            .trend(Duration::from_secs(90))
+        let trend = trend(&mut stream, Duration::from_secs(90))
             .await
             .expect("the minute is published within 90 s");
         seen.push(trend["minute"].as_str().unwrap().to_owned());
@@ -355,7 +310,7 @@ async fn the_minute_that_ended_is_published_once_by_one_of_two_workers(backend: 
         ]
     );
     // Both publishers offer every 5 s; none publishes the minute again.
-    assert_eq!(stream.trend(Duration::from_secs(6)).await, None);
+    assert_eq!(trend(&mut stream, Duration::from_secs(6)).await, None);
     stop.cancel();
     task.await.unwrap();
 }
