@@ -174,20 +174,22 @@ impl TrendSource {
             trends,
             dropped: dropped.clone(),
         };
-        let pass = move |trend: Arc<Trend>| match tx.try_send(trend) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.store(true, Ordering::SeqCst);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        };
+        let handoff = Handoff { tx, dropped };
         match self {
             TrendSource::Memory(sender) => {
                 let mut receiver = sender.subscribe();
                 tokio::spawn(async move {
-                    while let Ok(trend) = receiver.recv().await {
-                        if !pass(trend) {
+                    loop {
+                        let received = tokio::select! {
+                            () = handoff.tx.closed() => break,
+                            received = receiver.recv() => received,
+                        };
+                        let passed = match received {
+                            Ok(trend) => handoff.pass(trend),
+                            Err(broadcast::error::RecvError::Lagged(_)) => handoff.overflow(),
+                            Err(broadcast::error::RecvError::Closed) => false,
+                        };
+                        if !passed {
                             break;
                         }
                     }
@@ -201,11 +203,20 @@ impl TrendSource {
                 .await
                 .map_err(|_| LiveError::Timeout)??;
                 tokio::spawn(async move {
-                    while let Some(Ok(delivery)) = consumer.next().await {
+                    loop {
+                        // A subscriber that went away closes the queue at once, not at the
+                        // next minute.
+                        let delivery = tokio::select! {
+                            () = handoff.tx.closed() => break,
+                            delivery = consumer.next() => delivery,
+                        };
+                        let Some(Ok(delivery)) = delivery else {
+                            break;
+                        };
                         let Ok(trend) = serde_json::from_slice::<Trend>(&delivery.data) else {
                             continue;
                         };
-                        if !pass(Arc::new(trend)) {
+                        if !handoff.pass(Arc::new(trend)) {
                             break;
                         }
                     }
@@ -215,6 +226,29 @@ impl TrendSource {
             TrendSource::None => return Err(LiveError::Unconfigured),
         }
         Ok(feed)
+    }
+}
+
+/// The sending side of a [`TrendFeed`], in the task that fills it.
+struct Handoff {
+    tx: mpsc::Sender<Arc<Trend>>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Handoff {
+    /// Hands a trend on; false when the subscriber is gone or fell behind (then marked).
+    fn pass(&self, trend: Arc<Trend>) -> bool {
+        match self.tx.try_send(trend) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow(),
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Marks the subscriber as fallen behind; always false.
+    fn overflow(&self) -> bool {
+        self.dropped.store(true, Ordering::SeqCst);
+        false
     }
 }
 
