@@ -154,15 +154,17 @@ impl TokenRow {
 /// A token as this instance knows it; `row` is `None` when the database has no such token.
 struct Known {
     row: Option<TokenRow>,
-    /// Unix seconds of the last use not yet written to the database; 0 when none.
-    used_at: AtomicI64,
+    /// Unix seconds of the last use not yet written to the database; 0 when none. Shared with
+    /// the entry this one replaces, so a use recorded on the old entry while the cache was
+    /// reloaded is still written.
+    used_at: Arc<AtomicI64>,
 }
 
 impl Known {
-    fn new(row: Option<TokenRow>) -> Arc<Self> {
+    fn new(row: Option<TokenRow>, replaced: Option<&Arc<Known>>) -> Arc<Self> {
         Arc::new(Self {
             row,
-            used_at: AtomicI64::new(0),
+            used_at: replaced.map_or_else(|| Arc::new(AtomicI64::new(0)), |k| k.used_at.clone()),
         })
     }
 }
@@ -277,6 +279,8 @@ impl TokenGate {
         let mut names: HashMap<Uuid, Arc<str>> = HashMap::new();
         let now = Utc::now();
         let mut listed = HashSet::new();
+        // Built under the lock, so that no entry added or used meanwhile is replaced unseen.
+        let mut cache = self.known.write().unwrap_or_else(|p| p.into_inner());
         let known: HashMap<_, _> = rows
             .into_iter()
             .map(|(token, app)| {
@@ -290,10 +294,11 @@ impl TokenGate {
                 if let Some(row) = row.as_ref().filter(|r| r.is_active_publishable(now)) {
                     listed.extend(row.origins.iter().flat_map(|o| o.iter().cloned()));
                 }
-                (token.id, Known::new(row))
+                (token.id, Known::new(row, cache.get(&token.id)))
             })
             .collect();
-        *self.known.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(known);
+        *cache = Arc::new(known);
+        drop(cache);
         *self
             .listed_origins
             .write()
@@ -381,8 +386,8 @@ impl TokenGate {
                 .unwrap_or_else(|p| p.into_inner());
             Arc::make_mut(&mut listed).extend(origins.iter().cloned());
         }
-        let entry = Known::new(row);
         let mut known = self.known.write().unwrap_or_else(|p| p.into_inner());
+        let entry = Known::new(row, known.get(&id));
         Arc::make_mut(&mut known).insert(id, entry.clone());
         entry
     }
@@ -444,6 +449,16 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_950_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn a_use_recorded_on_an_entry_a_reload_replaced_is_still_written() {
+        let old = Known::new(Some(row()), None);
+        let reloaded = Known::new(Some(row()), Some(&old));
+        // A request that read the cache before the reload records its use on the old entry.
+        old.used_at.store(1_950_000_000, Ordering::Relaxed);
+        assert_eq!(reloaded.used_at.swap(0, Ordering::Relaxed), 1_950_000_000);
+        assert_eq!(Known::new(None, None).used_at.load(Ordering::Relaxed), 0);
     }
 
     #[test]
