@@ -5,7 +5,6 @@ use std::time::Duration;
 use eye_core::queue::{LiveSource, MemoryQueue, Topology, TrendSource};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
 
 // One per admin process, never moved in a hot path: boxing the names would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -80,7 +79,7 @@ impl QueueProbe {
 }
 
 async fn amqp_stats(url: &str, queue: &str) -> Result<QueueStats, QueueProbeError> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let connection = eye_core::queue::connect(url).await?;
     let channel = connection.create_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,

@@ -150,7 +150,12 @@ fn regex_escape(text: &str) -> String {
 }
 
 fn management(settings: &Settings) -> anyhow::Result<Option<Management>> {
-    let amqp = Url::parse(settings.amqp_url()?).context("amqp_url is not a URL")?;
+    // The management api of the first node: policies are the cluster's, whichever sets them.
+    let first = eye_core::queue::nodes(settings.amqp_url()?)
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let amqp = Url::parse(first).context("amqp_url is not a URL")?;
     let vhost = match amqp.path().trim_start_matches('/') {
         "" => "/".to_owned(),
         path => percent_decode(path),

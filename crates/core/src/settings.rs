@@ -12,13 +12,18 @@ use serde::Deserialize;
 
 use crate::rate_limit::{Rate, RateLimit};
 
+/// What `amqp_url` takes.
+const AMQP_URLS: &str = "an amqp:// or amqps:// URL, or several separated by commas";
+
 /// Every knob of The Eye. Each field can be set in `eye.toml` or as `EYE_<FIELD>`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// PostgreSQL (`postgres://…`) or SQLite (`sqlite://…?mode=rwc`) URL. Required outside `eye dev`.
     pub database_url: Option<SecretString>,
-    /// RabbitMQ URL (`amqp://user:pass@host:5672/%2f`). Required outside `eye dev`.
+    /// RabbitMQ URL (`amqp://user:pass@host:5672/%2f`), or the URLs of a cluster's nodes
+    /// separated by commas: connections go to the first that answers and move to another when
+    /// theirs goes away. Required outside `eye dev`.
     pub amqp_url: Option<SecretString>,
     /// HS256 key for api tokens, at least 32 bytes. Required outside `eye dev`.
     pub jwt_secret: Option<SecretString>,
@@ -436,6 +441,18 @@ impl Settings {
                 "1 to 200 characters of letters, digits, `.`, `-` and `_`".into(),
             );
         }
+        if let Some(urls) = &self.amqp_url {
+            let nodes = crate::queue::nodes(urls.expose_secret());
+            // The URLs hold passwords: a bad one is named by its place in the list.
+            if nodes.is_empty() {
+                check.fail("amqp_url", "empty".into(), AMQP_URLS.into());
+            }
+            for (i, node) in nodes.iter().enumerate() {
+                if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+                    check.fail("amqp_url", format!("node {}", i + 1), AMQP_URLS.into());
+                }
+            }
+        }
         check.address("api_addr", &self.api_addr);
         check.address("admin_addr", &self.admin_addr);
         check.address("worker_metrics_addr", &self.worker_metrics_addr);
@@ -752,6 +769,24 @@ mod tests {
         assert!(example.exists());
         let settings: Settings = Figment::new().merge(Toml::file(example)).extract().unwrap();
         settings.validate().unwrap();
+    }
+
+    #[test]
+    fn amqp_url_takes_several_nodes_and_names_a_bad_one_by_its_place_only() {
+        let with = |urls: &str| Settings {
+            amqp_url: Some(SecretString::from(urls.to_owned())),
+            ..Settings::default()
+        };
+        with("amqp://a:5672/%2f, amqps://b:5671/%2f")
+            .validate()
+            .unwrap();
+        let err = with("amqp://u:secret@a/%2f,http://u:secret@b/")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("amqp_url = node 2"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        assert!(with(" , ").validate().is_err());
     }
 
     #[test]

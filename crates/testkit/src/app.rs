@@ -25,6 +25,9 @@ pub struct Options {
     pub workers: usize,
     /// Put the broker behind a [`Proxy`] the test can cut (RabbitMQ only).
     pub proxy_broker: bool,
+    /// With `proxy_broker`: a second proxy to the same broker, listed after the first in
+    /// `amqp_url`, standing for a second node of a cluster.
+    pub second_broker_node: bool,
     /// Put the database behind a [`Proxy`] the test can cut (PostgreSQL only).
     pub proxy_database: bool,
     /// Any other setting.
@@ -38,6 +41,7 @@ impl Default for Options {
         Self {
             workers: 1,
             proxy_broker: false,
+            second_broker_node: false,
             proxy_database: false,
             settings: |_| {},
             schema_dir: None,
@@ -60,6 +64,8 @@ pub struct TestApp {
     pub keys: TokenKeys,
     pub client: reqwest::Client,
     pub broker_proxy: Option<Proxy>,
+    /// The second node's proxy, with [`Options::second_broker_node`].
+    pub second_broker_proxy: Option<Proxy>,
     pub database_proxy: Option<Proxy>,
     /// The database the services under test use (through the proxy, if any).
     pub service_db: DatabaseConnection,
@@ -100,6 +106,7 @@ impl TestApp {
         };
         (options.settings)(&mut settings);
         settings.schema_dir = options.schema_dir.or(settings.schema_dir);
+        let mut second_broker = None;
         let (database_url, queue, cleanup, broker_proxy, database_proxy) = match backend {
             Backend::Embedded => {
                 let dir = tempfile::tempdir().unwrap();
@@ -139,7 +146,15 @@ impl TestApp {
                 if let Some(proxy) = &broker_proxy {
                     amqp.set_port(Some(proxy.addr().port())).unwrap();
                 }
-                settings.amqp_url = Some(SecretString::from(amqp.to_string()));
+                let mut urls = amqp.to_string();
+                if options.second_broker_node {
+                    let proxy = Proxy::start(authority(&Url::parse(&amqp_url).unwrap())).await;
+                    let mut second = amqp.clone();
+                    second.set_port(Some(proxy.addr().port())).unwrap();
+                    urls = format!("{urls},{second}");
+                    second_broker = Some(proxy);
+                }
+                settings.amqp_url = Some(SecretString::from(urls.clone()));
                 settings.queue_prefix = format!("eye-test-{}", Uuid::new_v4().simple());
                 let cleanup = Cleanup::Services {
                     admin_url: database_url.clone(),
@@ -149,7 +164,7 @@ impl TestApp {
                 };
                 (
                     url.to_string(),
-                    Queue::Amqp(amqp.to_string()),
+                    Queue::Amqp(urls),
                     cleanup,
                     broker_proxy,
                     database_proxy,
@@ -189,6 +204,7 @@ impl TestApp {
             keys,
             client: reqwest::Client::new(),
             broker_proxy,
+            second_broker_proxy: second_broker,
             database_proxy,
             service_db,
             metrics: Registries::separate(&settings_for_metrics),

@@ -55,6 +55,7 @@ async fn past_the_outbox_byte_bound_a_request_is_refused_at_once_with_queue_full
     assert_eq!(waiting.await.unwrap().unwrap().status(), 503);
 }
 on_services!(
+    when_a_broker_node_goes_the_services_move_to_the_next_and_every_202_is_stored,
     an_unreachable_broker_answers_503_never_202,
     a_broker_that_goes_away_answers_503_until_it_returns,
     a_memory_alarm_answers_503_at_once_and_nothing_refused_is_stored_after_it_clears
@@ -275,4 +276,79 @@ async fn a_memory_alarm_answers_503_at_once_and_nothing_refused_is_stored_after_
 
 async fn stored_ids(app: &TestApp) -> std::collections::HashSet<Uuid> {
     app.stored_events().await.iter().map(|e| e.id).collect()
+}
+
+/// Posts until `wanted` more events were accepted; returns them and those answered 504 (sent,
+/// not confirmed: they may be stored). Refusals (503) are allowed while connections move.
+async fn accepted_across_a_move(app: &TestApp, wanted: u64) -> (u64, u64) {
+    let start = Instant::now();
+    let (mut accepted, mut unconfirmed) = (0, 0);
+    while accepted < wanted {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {accepted} of {wanted} accepted in 30 s"
+        );
+        match app.post(&body()).await.status().as_u16() {
+            202 => accepted += 1,
+            504 => unconfirmed += 1,
+            503 => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    (accepted, unconfirmed)
+}
+
+/// Every accepted event is stored, and at most those not confirmed besides.
+async fn all_stored(app: &TestApp, accepted: u64, unconfirmed: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (stored, _) = app.counts().await;
+        if stored >= accepted {
+            assert!(
+                stored <= accepted + unconfirmed,
+                "{stored} stored of {accepted} accepted"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} stored of {accepted} accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two nodes in `amqp_url` (two proxies to the one broker): the api and the worker use the
+/// first; when it goes they move to the second, and back when the second goes.
+async fn when_a_broker_node_goes_the_services_move_to_the_next_and_every_202_is_stored(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            proxy_broker: true,
+            second_broker_node: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    let first = app.broker_proxy.as_ref().unwrap();
+    let second = app.second_broker_proxy.as_ref().unwrap();
+    let mut total = (0, 0);
+    let mut add = |(a, u): (u64, u64)| {
+        total = (total.0 + a, total.1 + u);
+        total
+    };
+    let (accepted, unconfirmed) = add(accepted_across_a_move(&app, 5).await);
+    all_stored(&app, accepted, unconfirmed).await;
+
+    first.cut();
+    let (accepted, unconfirmed) = add(accepted_across_a_move(&app, 20).await);
+    all_stored(&app, accepted, unconfirmed).await;
+
+    first.restore();
+    second.cut();
+    let (accepted, unconfirmed) = add(accepted_across_a_move(&app, 20).await);
+    all_stored(&app, accepted, unconfirmed).await;
+    assert!(app.dead_letters().await.is_empty());
 }

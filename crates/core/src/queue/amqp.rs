@@ -1,10 +1,11 @@
 //! RabbitMQ: durable exchange → quorum queue with a delivery limit → dead-letter queue.
 //! Persistent messages, publisher confirms and `mandatory` publishing.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use deadpool_lapin::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
 use lapin::Confirmation;
 use lapin::options::{
@@ -22,6 +23,96 @@ use tokio::time::Instant;
 use super::{Acker, BatchLimit, ConsumeError, Delivery, PublishError, Readiness, Topology, codec};
 
 const PERSISTENT: u8 = 2;
+/// How long connecting to one broker node may take before the next node is tried.
+const NODE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Connections one publisher opens at most; its channels share them.
+const PUBLISH_CONNECTIONS: usize = 2;
+
+/// The broker nodes an `amqp_url` names: one URL, or several separated by commas (the nodes
+/// of a cluster).
+pub fn nodes(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// For each list of nodes, the one last connected to: tried first next time, so that
+/// reconnecting does not wait on a dead node first every time.
+static PREFERRED: LazyLock<std::sync::Mutex<HashMap<String, usize>>> =
+    LazyLock::new(Default::default);
+
+/// Connects to the first node of `urls` that answers, starting with the one that answered
+/// last. Every connection of The Eye goes through here: when a node goes away, whatever
+/// reconnects moves to another.
+pub async fn connect(urls: &str) -> Result<Connection, lapin::Error> {
+    let nodes = nodes(urls);
+    if nodes.len() <= 1 {
+        return Connection::connect(urls.trim(), ConnectionProperties::default()).await;
+    }
+    let preferred = |update: Option<usize>| {
+        let mut known = PREFERRED.lock().unwrap_or_else(|p| p.into_inner());
+        match update {
+            Some(at) => *known.entry(urls.to_owned()).or_default() = at,
+            None => return known.get(urls).copied().unwrap_or(0),
+        }
+        0
+    };
+    let first = preferred(None);
+    let mut failed = Vec::new();
+    for i in 0..nodes.len() {
+        let at = (first + i) % nodes.len();
+        let attempt = Connection::connect(nodes[at], ConnectionProperties::default());
+        let error = match tokio::time::timeout(NODE_TIMEOUT, attempt).await {
+            Ok(Ok(connection)) => {
+                if at != first {
+                    tracing::warn!(
+                        node = at + 1,
+                        nodes = nodes.len(),
+                        "connected to another broker node"
+                    );
+                    preferred(Some(at));
+                }
+                return Ok(connection);
+            }
+            Ok(Err(e)) => e,
+            Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time").into(),
+        };
+        failed.push(format!("node {}: {error}", at + 1));
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        format!("no broker node could be reached ({})", failed.join("; ")),
+    )
+    .into())
+}
+
+/// A publisher's connections: up to [`PUBLISH_CONNECTIONS`], opened through [`connect`] when
+/// fewer are up, so that they move to another node when theirs goes.
+struct Connections {
+    urls: String,
+    open: Mutex<Vec<Arc<Connection>>>,
+    next: AtomicUsize,
+    timeout: Duration,
+}
+
+impl Connections {
+    async fn get(&self) -> Result<Arc<Connection>, PublishError> {
+        let mut open = tokio::time::timeout(self.timeout, self.open.lock())
+            .await
+            .map_err(|_| PublishError::Timeout)?;
+        open.retain(|c| c.status().connected());
+        if open.len() < PUBLISH_CONNECTIONS {
+            let connection = tokio::time::timeout(self.timeout, connect(&self.urls))
+                .await
+                .map_err(|_| PublishError::Timeout)?
+                .map_err(unavailable)?;
+            open.push(Arc::new(connection));
+        }
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % open.len();
+        Ok(open[at].clone())
+    }
+}
 /// Routing key of the readiness probe; nothing is bound to it.
 const PROBE_ROUTING_KEY: &str = "readiness-probe";
 
@@ -76,7 +167,7 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(),
 /// Deletes the queues and exchanges of `topology`, whatever they hold: for tearing down a
 /// prefix (tests, a tenant that leaves). What is already gone is skipped.
 pub async fn delete(url: &str, topology: &Topology) -> Result<(), lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let connection = connect(url).await?;
     let channel = connection.create_channel().await?;
     for queue in [
         &topology.queue,
@@ -146,7 +237,7 @@ async fn declare_queue(
 /// was answered.
 pub struct AmqpPublisher {
     url: String,
-    pool: Pool,
+    pool: Connections,
     slots: Vec<Mutex<Option<Slot>>>,
     /// The connection of each slot, readable without waiting for the slot's lock.
     connections: Vec<std::sync::Mutex<Option<ConnectionStatus>>>,
@@ -169,19 +260,12 @@ impl AmqpPublisher {
         channels: usize,
         timeout: Duration,
     ) -> Result<Self, PublishError> {
-        let mut pool_config = PoolConfig::new(2);
-        pool_config.timeouts = Timeouts {
-            wait: Some(timeout),
-            create: Some(timeout),
-            recycle: Some(timeout),
+        let pool = Connections {
+            urls: url.to_owned(),
+            open: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            timeout,
         };
-        let config = Config {
-            url: Some(url.to_owned()),
-            pool: Some(pool_config),
-        };
-        let pool = config
-            .create_pool(ConnectionProperties::default, Runtime::Tokio1)
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
         let channels = channels.max(1);
         Ok(Self {
             url: url.to_owned(),
@@ -350,7 +434,7 @@ impl AmqpPublisher {
         if let Some(live) = slot.as_ref().filter(|s| s.channel.status().connected()) {
             return Ok(live.clone());
         }
-        let connection = self.pool.get().await.map_err(unavailable)?;
+        let connection = self.pool.get().await?;
         // A blocked connection writes nothing, not even the frames that open a channel.
         if connection.status().blocked() {
             return Err(PublishError::Blocked);
@@ -430,7 +514,7 @@ impl AmqpConsumer {
     }
 
     async fn connect(&self) -> Result<Live, lapin::Error> {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+        let connection = connect(&self.url).await?;
         declare(&connection, &self.topology).await?;
         let channel = connection.create_channel().await?;
         channel
@@ -562,5 +646,36 @@ fn value_json(value: &AMQPValue) -> serde_json::Value {
         AMQPValue::ByteArray(bytes) => J::String(format!("{} bytes", bytes.as_slice().len())),
         AMQPValue::DecimalValue(d) => J::String(format!("{d:?}")),
         AMQPValue::Void => J::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_the_urls_between_commas() {
+        assert_eq!(nodes("amqp://a/%2f"), ["amqp://a/%2f"]);
+        assert_eq!(
+            nodes(" amqp://a:5672/%2f , amqp://b:5672/%2f,"),
+            ["amqp://a:5672/%2f", "amqp://b:5672/%2f"]
+        );
+        assert!(nodes(" , ").is_empty());
+    }
+
+    #[tokio::test]
+    async fn connecting_skips_nodes_that_refuse_and_says_so_when_none_answers() {
+        // Ports nothing listens on: each node refuses at once.
+        let dead = |port: u16| format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+        let urls = format!("{},{}", dead(1), dead(2));
+        let error = connect(&urls).await.unwrap_err().to_string();
+        assert!(
+            error.contains("node 1") && error.contains("node 2"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("guest:guest"),
+            "no credentials in errors: {error}"
+        );
     }
 }

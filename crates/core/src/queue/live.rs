@@ -24,7 +24,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
@@ -181,8 +181,7 @@ impl Presence {
             _ => {
                 self.forget();
                 let connect = async {
-                    let connection =
-                        Connection::connect(url, ConnectionProperties::default()).await?;
+                    let connection = super::amqp::connect(url).await?;
                     let channel = connection.create_channel().await?;
                     Ok::<_, lapin::Error>((connection, channel))
                 };
@@ -301,7 +300,7 @@ async fn run_publisher(url: String, exchange: String, mut batches: mpsc::Receive
 }
 
 async fn connect(url: &str, exchange: &str) -> Result<(Connection, Channel), lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let connection = super::amqp::connect(url).await?;
     let channel = connection.create_channel().await?;
     declare_exchange(&channel, exchange).await?;
     Ok((connection, channel))
@@ -543,7 +542,7 @@ pub(super) async fn subscriber_queue(
     exchange: &str,
     length: i64,
 ) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let connection = super::amqp::connect(url).await?;
     let channel = connection.create_channel().await?;
     declare_exchange(&channel, exchange).await?;
     let queue = format!("{exchange}.{}", Uuid::now_v7().simple());

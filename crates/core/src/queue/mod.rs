@@ -8,7 +8,7 @@ pub mod live;
 mod memory;
 pub mod trends;
 
-pub use amqp::{AmqpConsumer, AmqpPublisher, delete};
+pub use amqp::{AmqpConsumer, AmqpPublisher, connect, delete, nodes};
 pub use live::{LiveBatch, LiveError, LiveEvent, LiveFeed, LiveItem, LivePublisher, LiveSource};
 pub use memory::MemoryQueue;
 pub use trends::{TopPage, Trend, TrendCount, TrendFeed, TrendItem, TrendPublisher, TrendSource};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast, mpsc};
 use uuid::Uuid;
@@ -111,7 +111,7 @@ impl AmqpTrends {
             Some((_, channel)) if channel.status().connected() => channel.clone(),
             _ => {
                 *open = None;
-                let connection = Connection::connect(&self.url, ConnectionProperties::default())
+                let connection = super::amqp::connect(&self.url)
                     .await
                     .map_err(|e| unavailable(&e))?;
                 let channel = connection
