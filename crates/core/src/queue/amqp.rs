@@ -37,10 +37,20 @@ pub fn nodes(urls: &str) -> Vec<&str> {
         .collect()
 }
 
-/// For each list of nodes, the one last connected to: tried first next time, so that
-/// reconnecting does not wait on a dead node first every time.
+/// For each `amqp_url` of the process, the node last connected to: tried first next time, so
+/// that reconnecting does not wait on a dead node first every time.
 static PREFERRED: LazyLock<std::sync::Mutex<HashMap<String, usize>>> =
     LazyLock::new(Default::default);
+
+fn preferred(urls: &str) -> usize {
+    let known = PREFERRED.lock().unwrap_or_else(|p| p.into_inner());
+    known.get(urls).copied().unwrap_or(0)
+}
+
+fn prefer(urls: &str, node: usize) {
+    let mut known = PREFERRED.lock().unwrap_or_else(|p| p.into_inner());
+    known.insert(urls.to_owned(), node);
+}
 
 /// Connects to the first node of `urls` that answers, starting with the one that answered
 /// last. Every connection of The Eye goes through here: when a node goes away, whatever
@@ -50,15 +60,7 @@ pub async fn connect(urls: &str) -> Result<Connection, lapin::Error> {
     if nodes.len() <= 1 {
         return Connection::connect(urls.trim(), ConnectionProperties::default()).await;
     }
-    let preferred = |update: Option<usize>| {
-        let mut known = PREFERRED.lock().unwrap_or_else(|p| p.into_inner());
-        match update {
-            Some(at) => *known.entry(urls.to_owned()).or_default() = at,
-            None => return known.get(urls).copied().unwrap_or(0),
-        }
-        0
-    };
-    let first = preferred(None);
+    let first = preferred(urls) % nodes.len();
     let mut failed = Vec::new();
     for i in 0..nodes.len() {
         let at = (first + i) % nodes.len();
@@ -71,13 +73,14 @@ pub async fn connect(urls: &str) -> Result<Connection, lapin::Error> {
                         nodes = nodes.len(),
                         "connected to another broker node"
                     );
-                    preferred(Some(at));
+                    prefer(urls, at);
                 }
                 return Ok(connection);
             }
             Ok(Err(e)) => e,
             Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time").into(),
         };
+        // The node's place, never its URL: it holds a password.
         failed.push(format!("node {}: {error}", at + 1));
     }
     Err(std::io::Error::new(
@@ -103,11 +106,13 @@ impl Connections {
             .map_err(|_| PublishError::Timeout)?;
         open.retain(|c| c.status().connected());
         if open.len() < PUBLISH_CONNECTIONS {
-            let connection = tokio::time::timeout(self.timeout, connect(&self.urls))
-                .await
-                .map_err(|_| PublishError::Timeout)?
-                .map_err(unavailable)?;
-            open.push(Arc::new(connection));
+            match tokio::time::timeout(self.timeout, connect(&self.urls)).await {
+                Ok(Ok(connection)) => open.push(Arc::new(connection)),
+                // The one already up serves meanwhile.
+                _ if !open.is_empty() => {}
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => return Err(PublishError::Timeout),
+            }
         }
         let at = self.next.fetch_add(1, Ordering::Relaxed) % open.len();
         Ok(open[at].clone())
