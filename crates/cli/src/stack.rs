@@ -61,7 +61,7 @@ impl Queue {
             Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(
                 AmqpPublisher::new(
                     url,
-                    Topology::new(&settings.queue_prefix),
+                    events_topology(settings),
                     settings.publish_channels,
                     settings.publish_timeout(),
                 )?
@@ -85,7 +85,7 @@ impl Queue {
             Queue::Amqp(url) => Publisher::Amqp(std::sync::Arc::new(
                 AmqpPublisher::new(
                     url,
-                    Topology::reports(&settings.queue_prefix),
+                    reports_topology(settings),
                     1,
                     settings.publish_timeout(),
                 )?
@@ -100,7 +100,7 @@ impl Queue {
         match self {
             Queue::Amqp(url) => Consumer::Amqp(Box::new(AmqpConsumer::new(
                 url,
-                Topology::reports(&settings.queue_prefix),
+                reports_topology(settings),
                 1,
             ))),
             Queue::Memory { reports, .. } => Consumer::Memory(reports.clone()),
@@ -113,7 +113,7 @@ impl Queue {
         match self {
             Queue::Amqp(url) => QueueProbe::Amqp {
                 url: url.clone(),
-                topology: Topology::new(&settings.queue_prefix),
+                topology: events_topology(settings),
             },
             Queue::Memory { events, .. } => QueueProbe::Memory {
                 queue: events.clone(),
@@ -126,7 +126,7 @@ impl Queue {
         match self {
             Queue::Amqp(url) => Consumer::Amqp(Box::new(AmqpConsumer::new(
                 url,
-                Topology::new(&settings.queue_prefix),
+                events_topology(settings),
                 settings.worker_prefetch,
             ))),
             Queue::Memory { events, .. } => Consumer::Memory(events.clone()),
@@ -219,13 +219,23 @@ impl Queue {
         };
         let consumer = Consumer::Amqp(Box::new(AmqpConsumer::of_dead_letters(
             url,
-            Topology::new(&settings.queue_prefix),
+            events_topology(settings),
             settings.worker_prefetch,
         )));
         let mover =
             DeadLetterMover::new(db.clone(), consumer, stop.clone()).with_metrics(metrics.clone());
         Some(tokio::spawn(mover.run_until_stopped()))
     }
+}
+
+/// The events' names, their quorum queues declared with `queue_replicas`.
+fn events_topology(settings: &Settings) -> Topology {
+    Topology::new(&settings.queue_prefix).with_replicas(settings.queue_replicas())
+}
+
+/// The report jobs' names, declared like the events'.
+fn reports_topology(settings: &Settings) -> Topology {
+    Topology::reports(&settings.queue_prefix).with_replicas(settings.queue_replicas())
 }
 
 /// Report jobs a queue holds (in-process, or `{prefix}.reports` by its policy) before asking

@@ -27,6 +27,11 @@ pub struct Settings {
     pub amqp_url: Option<SecretString>,
     /// HS256 key for api tokens, at least 32 bytes. Required outside `eye dev`.
     pub jwt_secret: Option<SecretString>,
+    /// Replicas of each quorum queue when it is first declared. Unset: as many as `amqp_url`
+    /// lists nodes, at most 3, when it lists several; with one URL (a single node, or a load
+    /// balancer in front of a cluster), RabbitMQ's default, every node. An existing queue keeps
+    /// its replicas: `rabbitmq-queues grow` and `shrink` change them.
+    pub queue_replicas: Option<u16>,
     /// Prefix of every exchange and queue name, so tenants and tests do not collide.
     pub queue_prefix: String,
     /// Where `eye api` listens.
@@ -201,6 +206,7 @@ impl Default for Settings {
         Self {
             database_url: None,
             amqp_url: None,
+            queue_replicas: None,
             jwt_secret: None,
             queue_prefix: "eye".into(),
             api_addr: "127.0.0.1:8080".into(),
@@ -400,6 +406,17 @@ impl Settings {
             .ok_or(SettingsError::Missing("database_url", "DATABASE_URL"))
     }
 
+    /// The replicas quorum queues are declared with: `queue_replicas`, or as many as
+    /// `amqp_url` lists nodes (at most 3) when it lists several.
+    pub fn queue_replicas(&self) -> Option<u16> {
+        let listed = self
+            .amqp_url
+            .as_ref()
+            .map_or(0, |urls| crate::queue::nodes(urls.expose_secret()).len());
+        self.queue_replicas
+            .or_else(|| (listed > 1).then(|| u16::try_from(listed.min(3)).unwrap_or(3)))
+    }
+
     pub fn amqp_url(&self) -> Result<&str, SettingsError> {
         self.amqp_url
             .as_ref()
@@ -452,6 +469,9 @@ impl Settings {
                     check.fail("amqp_url", format!("node {}", i + 1), AMQP_URLS.into());
                 }
             }
+        }
+        if let Some(replicas) = self.queue_replicas {
+            check.range("queue_replicas", replicas, 1..=9);
         }
         check.address("api_addr", &self.api_addr);
         check.address("admin_addr", &self.admin_addr);

@@ -145,8 +145,9 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(),
             )
             .await?;
     }
-    let channel = declare_queue(connection, channel, &topology.dead_queue).await?;
-    let channel = declare_queue(connection, channel, &topology.queue).await?;
+    let replicas = topology.replicas;
+    let channel = declare_queue(connection, channel, &topology.dead_queue, replicas).await?;
+    let channel = declare_queue(connection, channel, &topology.queue, replicas).await?;
     for (queue, exchange, key) in [
         (&topology.dead_queue, &topology.dead_exchange, ""),
         (
@@ -203,12 +204,20 @@ async fn declare_queue(
     connection: &Connection,
     channel: Channel,
     queue: &str,
+    replicas: Option<u16>,
 ) -> Result<Channel, lapin::Error> {
     let mut quorum = FieldTable::default();
     quorum.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    // Only a declaration can set it; later, `rabbitmq-queues grow` / `shrink` change replicas.
+    if let Some(replicas) = replicas {
+        quorum.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongLongInt(i64::from(replicas)),
+        );
+    }
     let options = QueueDeclareOptions {
         durable: true,
         ..Default::default()

@@ -36,6 +36,9 @@ pub struct Topology {
     pub live_watchers: String,
     /// Fanout exchange of the per-minute trends (`{prefix}.trends`), bound like the live one.
     pub trends_exchange: String,
+    /// Replicas of each quorum queue when it is first declared
+    /// (`x-quorum-initial-group-size`); `None`: RabbitMQ's default, every node.
+    pub replicas: Option<u16>,
 }
 
 impl Topology {
@@ -49,7 +52,14 @@ impl Topology {
             live_exchange: format!("{prefix}.events.live"),
             live_watchers: format!("{prefix}.events.live.watchers"),
             trends_exchange: format!("{prefix}.trends"),
+            replicas: None,
         }
+    }
+
+    /// The same names, their quorum queues declared with `replicas` replicas.
+    pub fn with_replicas(mut self, replicas: Option<u16>) -> Self {
+        self.replicas = replicas;
+        self
     }
 
     /// The report jobs' exchange and queue (`{prefix}.reports`), shaped like the events' so
@@ -65,6 +75,7 @@ impl Topology {
             live_exchange: format!("{prefix}.reports.live"),
             live_watchers: format!("{prefix}.reports.live.watchers"),
             trends_exchange: format!("{prefix}.trends"),
+            replicas: None,
         }
     }
 }
