@@ -97,13 +97,8 @@ enum Command {
         /// One JSON object a line instead of text.
         #[arg(long)]
         json: bool,
-        /// Only this application (by name).
-        #[arg(long)]
-        application: Option<String>,
-        #[arg(long)]
-        category: Option<String>,
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        types: TypeFilter,
         #[arg(long)]
         session_id: Option<Uuid>,
         /// Each minute's counts per event type and top pages, as a worker publishes them
@@ -153,6 +148,18 @@ enum RetentionCommand {
     Status,
 }
 
+/// Which application and event type to follow or report on; every filter optional.
+#[derive(clap::Args)]
+struct TypeFilter {
+    /// Only this application (by name).
+    #[arg(long)]
+    application: Option<String>,
+    #[arg(long)]
+    category: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+}
+
 /// Where the admin is and the token that asks it.
 #[derive(clap::Args)]
 struct AdminArgs {
@@ -189,13 +196,8 @@ enum ReportCommand {
         /// End; default: now.
         #[arg(long)]
         to: Option<String>,
-        /// Only this application (by name).
-        #[arg(long)]
-        application: Option<String>,
-        #[arg(long)]
-        category: Option<String>,
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        types: TypeFilter,
         /// Wait until the report is complete, then write its CSV.
         #[arg(long)]
         wait: bool,
@@ -418,9 +420,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Tail {
             admin,
             json,
-            application,
-            category,
-            name,
+            types:
+                TypeFilter {
+                    application,
+                    category,
+                    name,
+                },
             session_id,
             trends,
         } => {
@@ -457,9 +462,12 @@ async fn report(settings: &Settings, command: ReportCommand) -> anyhow::Result<(
             window,
             from,
             to,
-            application,
-            category,
-            name,
+            types:
+                TypeFilter {
+                    application,
+                    category,
+                    name,
+                },
             wait,
             output,
             admin,

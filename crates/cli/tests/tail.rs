@@ -136,6 +136,22 @@ impl Stack {
         assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     }
 
+    /// Waits until `n` events are stored (and counted: in the same transaction).
+    async fn wait_for_stored(&self, n: u64) {
+        let until = Instant::now() + 10 * SECOND;
+        loop {
+            let stored = eye_entity::events::Entity::find()
+                .count(&self.db)
+                .await
+                .unwrap();
+            if stored == n {
+                return;
+            }
+            assert!(Instant::now() < until, "{stored} of {n} events stored");
+            tokio::time::sleep(SECOND / 50).await;
+        }
+    }
+
     async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
@@ -294,16 +310,7 @@ async fn tail_trends_prints_each_published_minute(stack: Stack) {
     stack
         .post(&json!([view("/a"), view("/a"), view("/b")]))
         .await;
-    let deadline = Instant::now() + 10 * SECOND;
-    while eye_entity::events::Entity::find()
-        .count(&stack.db)
-        .await
-        .unwrap()
-        < 3
-    {
-        assert!(Instant::now() < deadline, "the events were not stored");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stack.wait_for_stored(3).await;
     // Offered now rather than 10 s after the minute: the worker's own publisher is behind it.
     let runner = eye_worker::trends::TrendRunner::new(
         stack.db.clone(),
@@ -403,24 +410,7 @@ async fn report_waits_for_its_job_and_writes_the_csv(stack: Stack) {
     stack
         .post(&json!([pageview("/a"), pageview("/b"), pageview("/c")]))
         .await;
-    // Stored (and counted) once the read api lists them.
-    let until = Instant::now() + 10 * SECOND;
-    loop {
-        let page: Value = reqwest::Client::new()
-            .get(format!("{}/api/v1/events", stack.admin))
-            .bearer_auth(&stack.read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if page["events"].as_array().is_some_and(|e| e.len() == 3) {
-            break;
-        }
-        assert!(Instant::now() < until, "the events were not stored: {page}");
-        tokio::time::sleep(SECOND / 20).await;
-    }
+    stack.wait_for_stored(3).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("types.csv");
     let args = [

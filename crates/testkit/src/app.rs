@@ -374,6 +374,21 @@ impl TestApp {
             .data
     }
 
+    /// What RabbitMQ's management api says of the ingest queue (arguments, policy in force,
+    /// counts); on the local broker's management port.
+    pub async fn ingest_queue(&self) -> Value {
+        let queue = eye_core::queue::Topology::new(&self.settings.queue_prefix).queue;
+        self.client
+            .get(format!("http://127.0.0.1:15672/api/queues/%2F/{queue}"))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn dead_letters(&self) -> Vec<eye_entity::dead_letters::Model> {
         eye_entity::dead_letters::Entity::find()
             .all(&self.db)

@@ -119,7 +119,7 @@ async fn an_unreachable_broker_answers_503_never_202(backend: Backend) {
     let app = TestApp::spawn_with(backend, options).await;
     // One URL (a node, or a balancer before a cluster): RabbitMQ's own default applies.
     assert!(
-        ingest_arguments(&app).await["x-quorum-initial-group-size"].is_null(),
+        app.ingest_queue().await["arguments"]["x-quorum-initial-group-size"].is_null(),
         "one URL sets no replica count"
     );
     app.broker_proxy.as_ref().unwrap().cut();
@@ -341,7 +341,7 @@ async fn when_a_broker_node_goes_the_services_move_to_the_next_and_every_202_is_
     let second = app.second_broker_proxy.as_ref().unwrap();
     // Two nodes listed: the queues are declared with two replicas (`queue_replicas` unset).
     assert_eq!(
-        ingest_arguments(&app).await["x-quorum-initial-group-size"],
+        app.ingest_queue().await["arguments"]["x-quorum-initial-group-size"],
         2
     );
     let mut total = (0, 0);
@@ -361,21 +361,4 @@ async fn when_a_broker_node_goes_the_services_move_to_the_next_and_every_202_is_
     let (accepted, unconfirmed) = add(accepted_across_a_move(&app, 20).await);
     all_stored(&app, accepted, unconfirmed).await;
     assert!(app.dead_letters().await.is_empty());
-}
-
-/// The arguments the ingest queue was declared with, from the management api.
-async fn ingest_arguments(app: &TestApp) -> Value {
-    let queue = format!("{}.events.ingest", app.settings.queue_prefix);
-    let url = format!("http://127.0.0.1:15672/api/queues/%2F/{queue}");
-    let found: Value = app
-        .client
-        .get(url)
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    found["arguments"].clone()
 }

@@ -28,26 +28,15 @@ fn amqp_url(app: &TestApp) -> String {
 /// The policy RabbitMQ has in force for the app's ingest queue, once it has the delivery
 /// limit `expected` (the management api's statistics lag by a few seconds).
 async fn policy_in_force(app: &TestApp, expected: u32) -> Value {
-    let queue = Topology::new(&app.settings.queue_prefix).queue;
-    let url = format!("http://127.0.0.1:15672/api/queues/%2F/{queue}");
     let mut last = Value::Null;
     for _ in 0..150 {
-        let body: Value = reqwest::Client::new()
-            .get(&url)
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        last = body["effective_policy_definition"].clone();
+        last = app.ingest_queue().await["effective_policy_definition"].clone();
         if last["delivery-limit"] == expected {
             return last;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("the policy in force on {queue} never had delivery-limit {expected}: {last}");
+    panic!("the policy in force on the ingest queue never had delivery-limit {expected}: {last}");
 }
 
 async fn post_and_store(app: &TestApp, api_port: u16, path: &str, stored: u64) {

@@ -107,12 +107,14 @@ async fn part<T>(
 }
 
 /// The stored events of the last `buckets` minutes or hours (the current one included) by
-/// their own `timestamp`, from the rollups: per bucket, and per type, the busiest first.
+/// their own `timestamp`, from the rollups: per bucket, and, when `by_type`, per type, the
+/// busiest first (otherwise none).
 async fn from_rollups(
     db: &DatabaseConnection,
     at: DateTime<Utc>,
     bucket: stats::Bucket,
     buckets: i32,
+    by_type: bool,
 ) -> Result<(Vec<Bucket>, Vec<TypeCount>), DbErr> {
     let current = stats::bucket_start(at, bucket);
     let from = current - bucket.width() * (buckets - 1);
@@ -121,7 +123,11 @@ async fn from_rollups(
         from,
         to: current + bucket.width(),
         bucket,
-        group_by: vec![Group::Category, Group::Name],
+        group_by: if by_type {
+            vec![Group::Category, Group::Name]
+        } else {
+            Vec::new()
+        },
         category: None,
         name: None,
         limit: crate::stats::MAX_ROWS,
@@ -188,13 +194,13 @@ async fn snapshot(db: &DatabaseConnection) -> Result<Snapshot, DbErr> {
         last_hour: part(
             slow,
             "last hour by type",
-            from_rollups(db, at, stats::Bucket::Minute, 60),
+            from_rollups(db, at, stats::Bucket::Minute, 60, true),
         )
         .await?,
         hours: part(
             slow,
             "per hour",
-            from_rollups(db, at, stats::Bucket::Hour, 24),
+            from_rollups(db, at, stats::Bucket::Hour, 24, false),
         )
         .await?
         .map(|(hours, _)| hours),
