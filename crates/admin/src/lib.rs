@@ -52,7 +52,11 @@ pub struct Publishers {
 
 /// What every handler shares.
 pub struct State {
+    /// The primary: logins, tokens, applications, dead letters, reports' rows.
     db: DatabaseConnection,
+    /// `admin_database_url` when set, else the primary: events, sessions, rejections, stats
+    /// and the dashboard's numbers.
+    reads: DatabaseConnection,
     gate: Arc<TokenGate>,
     keys: TokenKeys,
     throttle: Throttle,
@@ -126,10 +130,12 @@ impl Admin {
     /// Binds `settings.admin_addr` (port 0 picks a free port) and prepares the server.
     /// Without a dead-letter publisher the Dead letters page only lists and discards; without
     /// a reports publisher reports can be read but not asked for. Counts into `metrics` and
-    /// serves it on `/metrics`.
+    /// serves it on `/metrics`. `reads` is where events, sessions, rejections and stats are
+    /// read: a replica's connection, or `db` again.
     pub async fn build(
         settings: &Settings,
         db: DatabaseConnection,
+        reads: DatabaseConnection,
         queue: QueueProbe,
         publishers: Publishers,
         metrics: Registry,
@@ -151,6 +157,7 @@ impl Admin {
         let closing = CancellationToken::new();
         let state = web::Data::new(State {
             db,
+            reads,
             gate,
             keys,
             throttle: Throttle::new(

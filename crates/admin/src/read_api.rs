@@ -302,7 +302,8 @@ async fn list_events(
         return Ok(empty_page("events"));
     };
     filter.application = application;
-    let found = queries::events::search(&state.db, &filter, &paging, state.search_timeout).await?;
+    let found =
+        queries::events::search(&state.reads, &filter, &paging, state.search_timeout).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(Listing {
         session: None,
@@ -398,7 +399,7 @@ async fn session(
         text => Some(Uuid::parse_str(text).map_err(|_| ReadError::ApplicationId)?),
     };
     let application_id = Reach::of(&grant).session_application(asked)?;
-    let session = queries::events::session(&state.db, application_id, id)
+    let session = queries::events::session(&state.reads, application_id, id)
         .await?
         .ok_or(ReadError::NotFound)?;
     let names = queries::application_names(&state.db).await?;
@@ -414,7 +415,7 @@ async fn session(
         state.page_size,
         Order::OldestFirst,
     )?;
-    let found = queries::events::page(&state.db, &filter, &paging).await?;
+    let found = queries::events::page(&state.reads, &filter, &paging).await?;
     let events: Vec<_> = found.rows.iter().map(|e| event_json(e, &names)).collect();
     Ok(HttpResponse::Ok().json(Listing {
         session: Some(json!({
@@ -524,7 +525,7 @@ async fn list_rejected(
         return Ok(empty_page("rejected_events"));
     };
     filter.application = application;
-    let found = queries::rejected::page(&state.db, &filter, &paging).await?;
+    let found = queries::rejected::page(&state.reads, &filter, &paging).await?;
     let rows: Vec<_> = found
         .rows
         .iter()

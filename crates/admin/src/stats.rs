@@ -239,7 +239,7 @@ pub(crate) async fn counts(
                 applications,
                 ..asked.clone()
             };
-            query::counts(&state.db, state.search_timeout, &asked)
+            query::counts(&state.reads, state.search_timeout, &asked)
                 .await
                 .map_err(timed_out(&state))?
         }
@@ -290,7 +290,7 @@ pub(crate) async fn sessions(
     let stats = match covered {
         None => query::SessionStats::default(),
         Some(applications) => {
-            query::sessions(&state.db, state.search_timeout, &applications, from, to)
+            query::sessions(&state.reads, state.search_timeout, &applications, from, to)
                 .await
                 .map_err(timed_out(&state))?
         }

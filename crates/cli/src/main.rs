@@ -643,6 +643,7 @@ async fn admin(settings: &Settings) -> anyhow::Result<()> {
     settings.jwt_secret()?;
     eye_admin::check_settings(settings)?;
     let db = stack::connect(settings.database_url()?).await?;
+    let reads = stack::reads(settings, &db).await?;
     // Without a broker URL the dashboard shows the queue as unknown, and dead letters cannot be
     // replayed nor reports asked for from the panel; everything else works.
     let queue = Queue::from_settings(settings).ok();
@@ -660,7 +661,7 @@ async fn admin(settings: &Settings) -> anyhow::Result<()> {
         .context("failed to set up publishing to amqp_url (EYE_AMQP_URL)")?,
     };
     let metrics = eye_cli::metrics::registry(settings);
-    let admin = Admin::build(settings, db, probe, publishers, metrics).await?;
+    let admin = Admin::build(settings, db, reads, probe, publishers, metrics).await?;
     tracing::info!(addr = %settings.admin_addr, port = admin.port(), "admin listening");
     let handle = admin.handle();
     let server = tokio::spawn(admin.run_until_stopped());
@@ -718,7 +719,10 @@ async fn worker(settings: &Settings, concurrency: usize) -> anyhow::Result<()> {
     let mover = queue.dead_letter_mover(settings, &db, &stop, &metrics);
     let schema_watch = validators.watch(db.clone(), settings.token_refresh(), stop.clone(), seen);
     let upkeep = eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone());
-    let reports = queue.spawn_report_runner(settings, &db, &stop).await?;
+    let reads = stack::reads(settings, &db).await?;
+    let reports = queue
+        .spawn_report_runner(settings, &db, &reads, &stop)
+        .await?;
     let trends = queue.spawn_trends(settings, &db, &stop);
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {

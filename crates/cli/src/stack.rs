@@ -139,6 +139,7 @@ impl Queue {
         &self,
         settings: &Settings,
         db: &DatabaseConnection,
+        reads: &DatabaseConnection,
         stop: &CancellationToken,
     ) -> anyhow::Result<JoinHandle<()>> {
         if let Queue::Memory { .. } = self {
@@ -152,6 +153,7 @@ impl Queue {
         }
         let runner = eye_worker::reports::ReportRunner::new(
             db.clone(),
+            reads.clone(),
             self.reports_consumer(settings),
             settings,
             stop.clone(),
@@ -268,6 +270,19 @@ fn sqlite_pragmas(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .foreign_keys(true)
 }
 
+/// Where the admin and the report runner read events: `admin_database_url`, or else `db`.
+pub async fn reads(
+    settings: &Settings,
+    db: &DatabaseConnection,
+) -> anyhow::Result<DatabaseConnection> {
+    if settings.admin_database_url.is_none() {
+        return Ok(db.clone());
+    }
+    connect(settings.reads_database_url()?)
+        .await
+        .context("admin_database_url (EYE_ADMIN_DATABASE_URL)")
+}
+
 /// Brings the schema up to date and creates the coming months' partitions.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None)
@@ -335,6 +350,7 @@ pub async fn start_with_workers(
     metrics: &Registries,
 ) -> anyhow::Result<Running> {
     eye_admin::check_settings(settings)?;
+    let reads = reads(settings, db).await?;
     let seen = if workers > 0 {
         latest_reload(settings, db).await
     } else {
@@ -361,6 +377,7 @@ pub async fn start_with_workers(
     let admin = Admin::build(
         settings,
         db.clone(),
+        reads.clone(),
         queue.probe(settings, workers),
         eye_admin::Publishers {
             dead_letters: Some(queue.publisher(settings)?),
@@ -382,7 +399,11 @@ pub async fn start_with_workers(
     let upkeep = (workers > 0)
         .then(|| eye_worker::upkeep::spawn(db.clone(), settings.retention_days, stop.clone()));
     let reports = if workers > 0 {
-        Some(queue.spawn_report_runner(settings, db, &stop).await?)
+        Some(
+            queue
+                .spawn_report_runner(settings, db, &reads, &stop)
+                .await?,
+        )
     } else {
         None
     };

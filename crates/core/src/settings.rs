@@ -21,6 +21,12 @@ const AMQP_URLS: &str = "an amqp:// or amqps:// URL, or several separated by com
 pub struct Settings {
     /// PostgreSQL (`postgres://…`) or SQLite (`sqlite://…?mode=rwc`) URL. Required outside `eye dev`.
     pub database_url: Option<SecretString>,
+    /// A PostgreSQL read replica of `database_url` (optional): the admin's and the read api's
+    /// queries of events, sessions, rejections and stats, the dashboard's numbers and the
+    /// workers' report queries read it. Logins, tokens, applications, dead letters and the
+    /// reports' own rows stay on `database_url`. Reads there lag the primary by the replica's
+    /// replay delay.
+    pub admin_database_url: Option<SecretString>,
     /// RabbitMQ URL (`amqp://user:pass@host:5672/%2f`), or the URLs of a cluster's nodes
     /// separated by commas: connections go to the first that answers and move to another when
     /// theirs goes away. Required outside `eye dev`.
@@ -205,6 +211,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: None,
+            admin_database_url: None,
             amqp_url: None,
             queue_replicas: None,
             jwt_secret: None,
@@ -406,6 +413,15 @@ impl Settings {
             .ok_or(SettingsError::Missing("database_url", "DATABASE_URL"))
     }
 
+    /// Where the admin's and the report queries read: `admin_database_url`, or else
+    /// `database_url`.
+    pub fn reads_database_url(&self) -> Result<&str, SettingsError> {
+        match &self.admin_database_url {
+            Some(url) => Ok(url.expose_secret()),
+            None => self.database_url(),
+        }
+    }
+
     /// The replicas quorum queues are declared with: `queue_replicas`, or as many as
     /// `amqp_url` lists nodes (at most 3) when it lists several.
     pub fn queue_replicas(&self) -> Option<u16> {
@@ -468,6 +484,28 @@ impl Settings {
                 if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
                     check.fail("amqp_url", format!("node {}", i + 1), AMQP_URLS.into());
                 }
+            }
+        }
+        if let Some(url) = &self.admin_database_url {
+            let postgres =
+                |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+            // The URL holds a password: it is never repeated in the message.
+            if !postgres(url.expose_secret()) {
+                check.fail(
+                    "admin_database_url",
+                    "not a PostgreSQL URL".into(),
+                    "a postgres:// URL of a read replica of database_url".into(),
+                );
+            } else if self
+                .database_url
+                .as_ref()
+                .is_some_and(|primary| !postgres(primary.expose_secret()))
+            {
+                check.fail(
+                    "admin_database_url",
+                    "set with a database_url that is not PostgreSQL".into(),
+                    "unset, or a read replica of a PostgreSQL database_url".into(),
+                );
             }
         }
         if let Some(replicas) = self.queue_replicas {
@@ -807,6 +845,40 @@ mod tests {
         assert!(err.contains("amqp_url = node 2"), "{err}");
         assert!(!err.contains("secret"), "{err}");
         assert!(with(" , ").validate().is_err());
+    }
+
+    #[test]
+    fn admin_database_url_is_a_postgres_replica_and_its_text_is_never_repeated() {
+        let with = |primary: &str, reads: &str| Settings {
+            database_url: Some(SecretString::from(primary.to_owned())),
+            admin_database_url: Some(SecretString::from(reads.to_owned())),
+            ..Settings::default()
+        };
+        let replica = with("postgres://p/eye", "postgres://u:secret@replica:5433/eye");
+        replica.validate().unwrap();
+        assert_eq!(
+            replica.reads_database_url().unwrap(),
+            "postgres://u:secret@replica:5433/eye"
+        );
+        let err = with("postgres://p/eye", "mysql://u:secret@replica/eye")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin_database_url = not a PostgreSQL URL"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        let err = with("sqlite://eye.db?mode=rwc", "postgres://replica/eye")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("EYE_ADMIN_DATABASE_URL"), "{err}");
+        let alone = Settings {
+            database_url: Some(SecretString::from("postgres://p/eye")),
+            ..Settings::default()
+        };
+        assert_eq!(alone.reads_database_url().unwrap(), "postgres://p/eye");
     }
 
     #[test]

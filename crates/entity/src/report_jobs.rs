@@ -201,9 +201,23 @@ enum Stop {
     Db(#[from] DbErr),
 }
 
-/// Runs report `id` to its end. An `Err` is the database failing under it: the attempt
-/// counts, and the job is run again when its message comes back.
-pub async fn run(db: &DatabaseConnection, id: Uuid, limits: Limits) -> Result<Outcome, DbErr> {
+/// Where a report's rows are read (`reads`, a replica or the primary again) and its job and
+/// CSV are written (`primary`).
+#[derive(Clone, Copy)]
+struct Databases<'a> {
+    primary: &'a DatabaseConnection,
+    reads: &'a DatabaseConnection,
+}
+
+/// Runs report `id` to its end, reading its rows from `reads` (a replica, or `db` again).
+/// An `Err` is a database failing under it: the attempt counts, and the job is run again
+/// when its message comes back.
+pub async fn run(
+    db: &DatabaseConnection,
+    reads: &DatabaseConnection,
+    id: Uuid,
+    limits: Limits,
+) -> Result<Outcome, DbErr> {
     let Some(report) = reports::Entity::find_by_id(id).one(db).await? else {
         return Ok(Outcome::Skipped);
     };
@@ -233,8 +247,17 @@ pub async fn run(db: &DatabaseConnection, id: Uuid, limits: Limits) -> Result<Ou
         return fail(db, id, reason, limits.keep).await;
     };
     let mut csv = Chunks::new(id, attempt, limits.max_rows);
-    let written =
-        tokio::time::timeout(limits.timeout, write(db, &report, kind, &mut csv, limits)).await;
+    let written = tokio::time::timeout(
+        limits.timeout,
+        write(
+            Databases { primary: db, reads },
+            &report,
+            kind,
+            &mut csv,
+            limits,
+        ),
+    )
+    .await;
     let reason = match written {
         Ok(Ok(())) => return complete(db, id, attempt, csv, limits.keep).await,
         Ok(Err(Stop::TooManyRows)) => format!(
@@ -445,13 +468,13 @@ impl Chunks {
 
 /// Writes every row of `report` into `csv`, application by application (by name).
 async fn write(
-    db: &DatabaseConnection,
+    db: Databases<'_>,
     report: &reports::Model,
     kind: Kind,
     csv: &mut Chunks,
     limits: Limits,
 ) -> Result<(), Stop> {
-    let names: HashMap<Uuid, String> = tokens::applications(db)
+    let names: HashMap<Uuid, String> = tokens::applications(db.reads)
         .await?
         .into_iter()
         .map(|a| (a.id, a.name))
@@ -506,7 +529,7 @@ fn time(t: DateTime<Utc>) -> String {
 }
 
 async fn by_type(
-    db: &DatabaseConnection,
+    db: Databases<'_>,
     report: &reports::Model,
     application: Uuid,
     name: &str,
@@ -531,18 +554,21 @@ async fn by_type(
         .order_by_asc(Column::Name)
         .limit(limits.max_rows.saturating_add(1))
         .into_tuple::<(String, String, i64)>();
-    let transaction = reads::bounded(db, limits.timeout).await?;
+    let transaction = reads::bounded(db.reads, limits.timeout).await?;
     let rows = select.all(&transaction).await?;
     transaction.commit().await?;
     for (category, event_name, count) in rows {
-        csv.row(db, &[name, &category, &event_name, &count.to_string()])
-            .await?;
+        csv.row(
+            db.primary,
+            &[name, &category, &event_name, &count.to_string()],
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn sessions_of(
-    db: &DatabaseConnection,
+    db: Databases<'_>,
     report: &reports::Model,
     application: Uuid,
     name: &str,
@@ -583,7 +609,7 @@ async fn sessions_of(
 /// Every row of `select` into `csv`, read a page at a time in order of (`time`, `id`) from
 /// where the last page ended (`key`), each written as `line` makes it.
 async fn by_pages<E: EntityTrait>(
-    db: &DatabaseConnection,
+    db: Databases<'_>,
     select: Select<E>,
     (time, id): (E::Column, E::Column),
     key: impl Fn(&E::Model) -> (DateTime<Utc>, Uuid),
@@ -601,11 +627,11 @@ async fn by_pages<E: EntityTrait>(
             );
         }
         let page = page.order_by_asc(time).order_by_asc(id).limit(PAGE);
-        let transaction = reads::bounded(db, limits.timeout).await?;
+        let transaction = reads::bounded(db.reads, limits.timeout).await?;
         let rows = page.all(&transaction).await?;
         transaction.commit().await?;
         for row in &rows {
-            csv.row(db, &line(row)).await?;
+            csv.row(db.primary, &line(row)).await?;
         }
         match rows.last() {
             Some(last) if rows.len() as u64 == PAGE => after = Some(key(last)),
@@ -629,7 +655,7 @@ fn reason_codes(reasons: &serde_json::Value) -> String {
 }
 
 async fn rejections_of(
-    db: &DatabaseConnection,
+    db: Databases<'_>,
     report: &reports::Model,
     application: Uuid,
     name: &str,

@@ -171,6 +171,17 @@ impl TestApp {
     /// Stores events of the named application (created if new) and their sessions directly;
     /// returns their ids in order.
     pub async fn seed_for(&self, application: &str, seeds: &[Seed]) -> Vec<Uuid> {
+        self.seed_in(&self.db, application, seeds).await
+    }
+
+    /// Like [`TestApp::seed_for`], but into `db` (a replica standing in, say), which must
+    /// already hold the application's row.
+    pub async fn seed_in(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        application: &str,
+        seeds: &[Seed],
+    ) -> Vec<Uuid> {
         let application_id = self.application_named(application).await;
         let now = Utc::now()
             .duration_trunc(chrono::Duration::microseconds(1))
@@ -196,7 +207,7 @@ impl TestApp {
         }
         // Through the worker's own write, sessions included.
         for chunk in rows.chunks(500) {
-            store::write(&self.db, chunk).await.unwrap();
+            store::write(db, chunk).await.unwrap();
         }
         ids
     }

@@ -30,6 +30,10 @@ pub struct Options {
     pub second_broker_node: bool,
     /// Put the database behind a [`Proxy`] the test can cut (PostgreSQL only).
     pub proxy_database: bool,
+    /// Give the admin and the report runner a second database of their own as
+    /// `admin_database_url`, read-only to them, standing for a replica (PostgreSQL only):
+    /// [`TestApp::reads_db`] writes it.
+    pub read_replica: bool,
     /// Any other setting.
     pub settings: fn(&mut Settings),
     /// `schema_dir`, which `settings` cannot set: a test's directory is made at run time.
@@ -43,6 +47,7 @@ impl Default for Options {
             proxy_broker: false,
             second_broker_node: false,
             proxy_database: false,
+            read_replica: false,
             settings: |_| {},
             schema_dir: None,
         }
@@ -67,6 +72,8 @@ pub struct TestApp {
     /// The second node's proxy, with [`Options::second_broker_node`].
     pub second_broker_proxy: Option<Proxy>,
     pub database_proxy: Option<Proxy>,
+    /// With [`Options::read_replica`], a writable connection to the admin's reads database.
+    pub reads_db: Option<DatabaseConnection>,
     /// The database the services under test use (through the proxy, if any).
     pub service_db: DatabaseConnection,
     /// Each service's metrics, as its `/metrics` shows them.
@@ -81,7 +88,7 @@ enum Cleanup {
     Embedded(#[allow(dead_code)] tempfile::TempDir),
     Services {
         admin_url: String,
-        database: String,
+        databases: Vec<String>,
         amqp_url: String,
         prefix: String,
     },
@@ -107,6 +114,7 @@ impl TestApp {
         (options.settings)(&mut settings);
         settings.schema_dir = options.schema_dir.or(settings.schema_dir);
         let mut second_broker = None;
+        let mut reads_db = None;
         let (database_url, queue, cleanup, broker_proxy, database_proxy) = match backend {
             Backend::Embedded => {
                 let dir = tempfile::tempdir().unwrap();
@@ -124,14 +132,32 @@ impl TestApp {
                 amqp_url,
             } => {
                 let database = format!("eye_test_{}", Uuid::new_v4().simple());
+                let mut databases = vec![database.clone()];
+                if options.read_replica {
+                    databases.push(format!("{database}_reads"));
+                }
                 let admin = stack::connect(&database_url).await.unwrap();
-                admin
-                    .execute_unprepared(&format!(r#"CREATE DATABASE "{database}""#))
-                    .await
-                    .unwrap();
+                for name in &databases {
+                    admin
+                        .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
+                        .await
+                        .unwrap();
+                }
                 admin.close().await.unwrap();
                 let mut url = Url::parse(&database_url).unwrap();
                 url.set_path(&database);
+                if let Some(name) = databases.get(1) {
+                    let mut reads = url.clone();
+                    reads.set_path(name);
+                    let db = stack::connect(reads.as_str()).await.unwrap();
+                    stack::migrate(&db).await.unwrap();
+                    reads_db = Some(db);
+                    // As a hot standby refuses them: any write sent here fails.
+                    reads
+                        .query_pairs_mut()
+                        .append_pair("options", "-c default_transaction_read_only=on");
+                    settings.admin_database_url = Some(SecretString::from(reads.to_string()));
+                }
                 let database_proxy = if options.proxy_database {
                     Some(Proxy::start(authority(&url)).await)
                 } else {
@@ -158,7 +184,7 @@ impl TestApp {
                 settings.queue_prefix = format!("eye-test-{}", Uuid::new_v4().simple());
                 let cleanup = Cleanup::Services {
                     admin_url: database_url.clone(),
-                    database,
+                    databases,
                     amqp_url: amqp_url.clone(),
                     prefix: settings.queue_prefix.clone(),
                 };
@@ -206,6 +232,7 @@ impl TestApp {
             broker_proxy,
             second_broker_proxy: second_broker,
             database_proxy,
+            reads_db,
             service_db,
             metrics: Registries::separate(&settings_for_metrics),
             worker_metrics_address: None,
@@ -507,14 +534,14 @@ impl Drop for TestApp {
         }
         if let Cleanup::Services {
             admin_url,
-            database,
+            databases,
             amqp_url,
             prefix,
         } = &self.cleanup
         {
-            let (admin_url, database, amqp_url, prefix) = (
+            let (admin_url, databases, amqp_url, prefix) = (
                 admin_url.clone(),
-                database.clone(),
+                databases.clone(),
                 amqp_url.clone(),
                 prefix.clone(),
             );
@@ -526,11 +553,13 @@ impl Drop for TestApp {
                     .unwrap();
                 runtime.block_on(async move {
                     if let Ok(admin) = stack::connect(&admin_url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
-                            ))
-                            .await;
+                        for database in databases {
+                            let _ = admin
+                                .execute_unprepared(&format!(
+                                    r#"DROP DATABASE IF EXISTS "{database}" WITH (FORCE)"#
+                                ))
+                                .await;
+                        }
                     }
                     let _ = eye_cli::broker::remove_topology(&amqp_url, &prefix).await;
                 });

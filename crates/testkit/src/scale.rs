@@ -107,6 +107,7 @@ impl ScaleDb {
         let admin = Admin::build(
             &settings,
             self.db.clone(),
+            self.db.clone(),
             QueueProbe::None,
             eye_admin::Publishers::default(),
             eye_core::metrics::Registry::disabled(),

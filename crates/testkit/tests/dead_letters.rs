@@ -376,6 +376,7 @@ async fn an_admin_without_a_queue_lists_and_discards_but_does_not_replay(backend
     let admin = eye_admin::Admin::build(
         &app.settings,
         app.db.clone(),
+        app.db.clone(),
         eye_admin::QueueProbe::None,
         eye_admin::Publishers::default(),
         eye_core::metrics::Registry::disabled(),

@@ -325,7 +325,7 @@ async fn a_report_whose_worker_died_mid_job_completes_with_the_right_csv(backend
     let stop = CancellationToken::new();
     let runner = app
         .queue
-        .spawn_report_runner(&app.settings, &app.db, &stop)
+        .spawn_report_runner(&app.settings, &app.db, &app.db, &stop)
         .await
         .unwrap();
     let claimed = if postgres { 1 } else { 0 };
@@ -354,7 +354,7 @@ async fn a_report_whose_worker_died_mid_job_completes_with_the_right_csv(backend
     // database (the in-process queue), and runs as a new attempt.
     let again = app
         .queue
-        .spawn_report_runner(&app.settings, &app.db, &stop)
+        .spawn_report_runner(&app.settings, &app.db, &app.db, &stop)
         .await
         .unwrap();
     let report = finished(&app, &all, &id.to_string()).await;

@@ -50,6 +50,8 @@ impl Default for Pause {
 
 pub struct ReportRunner {
     db: DatabaseConnection,
+    /// Where the reports' queries read: a replica, or `db` again.
+    reads: DatabaseConnection,
     consumer: Consumer,
     limits: Limits,
     stop: CancellationToken,
@@ -59,12 +61,14 @@ pub struct ReportRunner {
 impl ReportRunner {
     pub fn new(
         db: DatabaseConnection,
+        reads: DatabaseConnection,
         consumer: Consumer,
         settings: &Settings,
         stop: CancellationToken,
     ) -> Self {
         Self {
             db,
+            reads,
             consumer,
             limits: Limits::of(settings),
             stop,
@@ -147,7 +151,7 @@ impl ReportRunner {
     async fn run(&self, id: uuid::Uuid) -> bool {
         let mut backoff = Backoff::default();
         for _ in 0..TRIES {
-            match report_jobs::run(&self.db, id, self.limits).await {
+            match report_jobs::run(&self.db, &self.reads, id, self.limits).await {
                 Ok(outcome) => {
                     match outcome {
                         Outcome::Complete { rows, bytes } => {

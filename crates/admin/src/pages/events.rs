@@ -81,7 +81,7 @@ pub async fn list(
     let paging = request(&query, state.page_size, Order::NewestFirst)?;
     // A text search that runs out of time shows the filters again with what to change.
     let (found, notice) =
-        match queries::events::search(&state.db, &filter, &paging, state.search_timeout).await {
+        match queries::events::search(&state.reads, &filter, &paging, state.search_timeout).await {
             Ok(found) => (found, None),
             Err(e @ SearchError::Timeout(_)) => (Page::empty(), Some(e.to_string())),
             Err(SearchError::Db(e)) => return Err(e.into()),
@@ -134,7 +134,7 @@ pub async fn export(
             format!("attachment; filename=\"{file}\""),
         ))
         .streaming(crate::csv::stream(
-            state.db.clone(),
+            state.reads.clone(),
             filter,
             names,
             state.search_timeout,
@@ -160,7 +160,7 @@ pub async fn detail(
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
     let (application_id, id) = parse_key(&path)?;
-    let event = queries::events::find(&state.db, application_id, id)
+    let event = queries::events::find(&state.reads, application_id, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let names = queries::application_names(&state.db).await?;
@@ -197,7 +197,7 @@ pub async fn session(
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request_, &state).await?;
     let (application_id, id) = parse_key(&path)?;
-    let session = queries::events::session(&state.db, application_id, id)
+    let session = queries::events::session(&state.reads, application_id, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let filter = crate::filter::EventFilter {
@@ -206,7 +206,7 @@ pub async fn session(
         ..Default::default()
     };
     let found = queries::events::page(
-        &state.db,
+        &state.reads,
         &filter,
         &request(&query, state.page_size, Order::OldestFirst)?,
     )

@@ -52,7 +52,7 @@ pub async fn list(
         limit: state.page_size,
         order: Order::NewestFirst,
     };
-    let found = queries::rejected::page(&state.db, &query.filter()?, &page_request).await?;
+    let found = queries::rejected::page(&state.reads, &query.filter()?, &page_request).await?;
     let names = queries::application_names(&state.db).await?;
     let rows = found
         .rows

@@ -106,7 +106,7 @@ pub async fn show(
             PageError::Db(e)
         }
     };
-    let rows = query::counts(&state.db, state.search_timeout, &asked)
+    let rows = query::counts(&state.reads, state.search_timeout, &asked)
         .await
         .map_err(timed_out)?;
     if rows.len() as u64 > crate::stats::MAX_ROWS {
@@ -157,7 +157,7 @@ pub async fn show(
 
     let (sessions, bands) = (
         query::sessions(
-            &state.db,
+            &state.reads,
             state.search_timeout,
             &asked.applications,
             from,
@@ -166,7 +166,7 @@ pub async fn show(
         .await
         .map_err(timed_out)?,
         query::session_lengths(
-            &state.db,
+            &state.reads,
             state.search_timeout,
             &asked.applications,
             from,
