@@ -54,8 +54,8 @@ pub struct Publishers {
 pub struct State {
     /// The primary: logins, tokens, applications, dead letters, reports' rows.
     db: DatabaseConnection,
-    /// `admin_database_url` when set, else the primary: events, sessions, rejections, stats
-    /// and the dashboard's numbers.
+    /// `admin_database_url` when set, else the primary: events, sessions, rejections and
+    /// stats.
     reads: DatabaseConnection,
     gate: Arc<TokenGate>,
     keys: TokenKeys,

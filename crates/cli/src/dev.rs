@@ -41,6 +41,8 @@ pub async fn prepare(mut settings: Settings, data_dir: &Path) -> anyhow::Result<
         "sqlite://{}?mode=rwc",
         database_file.display()
     )));
+    // One SQLite file: a replica URL left in the environment would read another database.
+    settings.admin_database_url = None;
     if settings.jwt_secret.is_none() {
         settings.jwt_secret = Some(SecretString::from(read_or_create_secret(
             &data_dir.join(SECRET_FILE),

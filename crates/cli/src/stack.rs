@@ -271,14 +271,23 @@ fn sqlite_pragmas(options: SqliteConnectOptions) -> SqliteConnectOptions {
 }
 
 /// Where the admin and the report runner read events: `admin_database_url`, or else `db`.
+/// The replica's pool connects when first used: a replica that is away fails the reads
+/// that need it, never the start of a worker that stores events.
 pub async fn reads(
     settings: &Settings,
     db: &DatabaseConnection,
 ) -> anyhow::Result<DatabaseConnection> {
-    if settings.admin_database_url.is_none() {
+    let Some(url) = settings.admin_database_url() else {
         return Ok(db.clone());
-    }
-    connect(settings.reads_database_url()?)
+    };
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(16)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false)
+        .connect_lazy(true);
+    Database::connect(options)
         .await
         .context("admin_database_url (EYE_ADMIN_DATABASE_URL)")
 }

@@ -22,10 +22,10 @@ pub struct Settings {
     /// PostgreSQL (`postgres://…`) or SQLite (`sqlite://…?mode=rwc`) URL. Required outside `eye dev`.
     pub database_url: Option<SecretString>,
     /// A PostgreSQL read replica of `database_url` (optional): the admin's and the read api's
-    /// queries of events, sessions, rejections and stats, the dashboard's numbers and the
-    /// workers' report queries read it. Logins, tokens, applications, dead letters and the
-    /// reports' own rows stay on `database_url`. Reads there lag the primary by the replica's
-    /// replay delay.
+    /// queries of events, sessions, rejections and stats, and the workers' report queries
+    /// read it. Logins, tokens, applications, dead letters, the dashboard and the reports'
+    /// own rows stay on `database_url`. Reads there lag the primary by the replica's replay
+    /// delay. Empty is unset.
     pub admin_database_url: Option<SecretString>,
     /// RabbitMQ URL (`amqp://user:pass@host:5672/%2f`), or the URLs of a cluster's nodes
     /// separated by commas: connections go to the first that answers and move to another when
@@ -416,10 +416,18 @@ impl Settings {
     /// Where the admin's and the report queries read: `admin_database_url`, or else
     /// `database_url`.
     pub fn reads_database_url(&self) -> Result<&str, SettingsError> {
-        match &self.admin_database_url {
-            Some(url) => Ok(url.expose_secret()),
+        match self.admin_database_url() {
+            Some(url) => Ok(url),
             None => self.database_url(),
         }
+    }
+
+    /// `admin_database_url`, empty counting as unset (`EYE_ADMIN_DATABASE_URL=`).
+    pub fn admin_database_url(&self) -> Option<&str> {
+        self.admin_database_url
+            .as_ref()
+            .map(ExposeSecret::expose_secret)
+            .filter(|url| !url.trim().is_empty())
     }
 
     /// The replicas quorum queues are declared with: `queue_replicas`, or as many as
@@ -486,11 +494,11 @@ impl Settings {
                 }
             }
         }
-        if let Some(url) = &self.admin_database_url {
+        if let Some(url) = self.admin_database_url() {
             let postgres =
                 |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
             // The URL holds a password: it is never repeated in the message.
-            if !postgres(url.expose_secret()) {
+            if !postgres(url) {
                 check.fail(
                     "admin_database_url",
                     "not a PostgreSQL URL".into(),
@@ -879,6 +887,9 @@ mod tests {
             ..Settings::default()
         };
         assert_eq!(alone.reads_database_url().unwrap(), "postgres://p/eye");
+        let empty = with("postgres://p/eye", " ");
+        empty.validate().unwrap();
+        assert_eq!(empty.reads_database_url().unwrap(), "postgres://p/eye");
     }
 
     #[test]

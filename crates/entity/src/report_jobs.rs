@@ -474,7 +474,7 @@ async fn write(
     csv: &mut Chunks,
     limits: Limits,
 ) -> Result<(), Stop> {
-    let names: HashMap<Uuid, String> = tokens::applications(db.reads)
+    let names: HashMap<Uuid, String> = tokens::applications(db.primary)
         .await?
         .into_iter()
         .map(|a| (a.id, a.name))

@@ -387,7 +387,7 @@ pub async fn show(
     state: web::Data<State>,
 ) -> Result<HttpResponse, PageError> {
     let viewer = auth::viewer(&request, &state).await?;
-    let numbers = state.dashboard.get(&state.reads).await?;
+    let numbers = state.dashboard.get(&state.db).await?;
     let stats = match state.queue.stats().await {
         Ok(stats) => Ok(stats),
         Err(e) => {
