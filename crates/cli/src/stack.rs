@@ -246,6 +246,13 @@ pub(crate) const REPORT_JOBS_HELD: usize = 1_000;
 
 /// Connects to PostgreSQL or SQLite. Connecting is lazy about nothing: a wrong URL fails here.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    Database::connect(pool(url))
+        .await
+        .with_context(|| format!("failed to connect to the database at {}", redact(url)))
+}
+
+/// Every pool's size, timeouts and SQLite pragmas.
+fn pool(url: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(16)
@@ -253,9 +260,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .acquire_timeout(Duration::from_secs(5))
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(sqlite_pragmas);
-    Database::connect(options)
-        .await
-        .with_context(|| format!("failed to connect to the database at {}", redact(url)))
+    options
 }
 
 /// Set on every connection the pool opens, not only the first: most pragmas belong to one
@@ -280,13 +285,8 @@ pub async fn reads(
     let Some(url) = settings.admin_database_url() else {
         return Ok(db.clone());
     };
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(16)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
-        .sqlx_logging(false)
-        .connect_lazy(true);
+    let mut options = pool(url);
+    options.connect_lazy(true);
     Database::connect(options)
         .await
         .context("admin_database_url (EYE_ADMIN_DATABASE_URL)")

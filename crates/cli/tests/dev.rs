@@ -9,6 +9,8 @@ use std::time::Duration;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
+mod support;
+
 struct Dev {
     child: Child,
     api: String,
@@ -214,30 +216,14 @@ async fn admin_events_page(dev: &Dev, n: usize) -> String {
         .cookie_store(true)
         .build()
         .unwrap();
-    let form = client
-        .get(format!("{}/login", dev.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let marker = "name=\"csrf\" value=\"";
-    let start = form.find(marker).unwrap() + marker.len();
-    let csrf = &form[start..start + 64];
     let fields = [
         ("username", "admin"),
         ("password", dev.password.as_str()),
-        ("csrf", csrf),
         ("next", "/events"),
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut page = client
-        .post(format!("{}/login", dev.admin))
-        .form(&fields)
-        .send()
+    let mut page = support::admin_login(&client, &dev.admin, &fields)
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

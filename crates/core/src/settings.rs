@@ -413,15 +413,6 @@ impl Settings {
             .ok_or(SettingsError::Missing("database_url", "DATABASE_URL"))
     }
 
-    /// Where the admin's and the report queries read: `admin_database_url`, or else
-    /// `database_url`.
-    pub fn reads_database_url(&self) -> Result<&str, SettingsError> {
-        match self.admin_database_url() {
-            Some(url) => Ok(url),
-            None => self.database_url(),
-        }
-    }
-
     /// `admin_database_url`, empty counting as unset (`EYE_ADMIN_DATABASE_URL=`).
     pub fn admin_database_url(&self) -> Option<&str> {
         self.admin_database_url
@@ -865,8 +856,8 @@ mod tests {
         let replica = with("postgres://p/eye", "postgres://u:secret@replica:5433/eye");
         replica.validate().unwrap();
         assert_eq!(
-            replica.reads_database_url().unwrap(),
-            "postgres://u:secret@replica:5433/eye"
+            replica.admin_database_url(),
+            Some("postgres://u:secret@replica:5433/eye")
         );
         let err = with("postgres://p/eye", "mysql://u:secret@replica/eye")
             .validate()
@@ -882,14 +873,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("EYE_ADMIN_DATABASE_URL"), "{err}");
-        let alone = Settings {
-            database_url: Some(SecretString::from("postgres://p/eye")),
-            ..Settings::default()
-        };
-        assert_eq!(alone.reads_database_url().unwrap(), "postgres://p/eye");
         let empty = with("postgres://p/eye", " ");
         empty.validate().unwrap();
-        assert_eq!(empty.reads_database_url().unwrap(), "postgres://p/eye");
+        assert_eq!(empty.admin_database_url(), None);
     }
 
     #[test]

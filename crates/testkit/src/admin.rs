@@ -257,3 +257,60 @@ impl TestApp {
         id
     }
 }
+
+/// Report jobs through the read api.
+impl TestApp {
+    /// Asks for a report: the status and the JSON body.
+    pub async fn ask_report(&self, token: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/reports", self.admin_address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// Polls report `id` until it is no longer running.
+    pub async fn report_finished(&self, token: &str, id: &str) -> Value {
+        for _ in 0..300 {
+            let (status, report) = self.read_api(token, &format!("/api/v1/reports/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            if report["status"] != "running" {
+                return report;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("report {id} still running after 30 s");
+    }
+
+    /// Downloads report `id`'s CSV: the status and the text.
+    pub async fn report_download(&self, token: &str, id: &str) -> (StatusCode, String) {
+        let response = self
+            .client
+            .get(format!("{}/api/v1/reports/{id}/csv", self.admin_address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    /// Asks for a report, waits for it to complete and returns its CSV, checking the row
+    /// and byte counts the report states.
+    pub async fn report_csv(&self, token: &str, body: Value) -> String {
+        let (status, report) = self.ask_report(token, &body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{report}");
+        assert_eq!(report["status"], "running");
+        let id = report["id"].as_str().unwrap().to_owned();
+        let report = self.report_finished(token, &id).await;
+        assert_eq!(report["status"], "complete", "{report}");
+        let (status, csv) = self.report_download(token, &id).await;
+        assert_eq!(status, StatusCode::OK, "{csv}");
+        assert_eq!(report["bytes"], csv.len() as i64);
+        assert_eq!(report["rows"], csv.lines().count() as i64 - 1);
+        csv
+    }
+}

@@ -6,8 +6,6 @@
 //! test, `crates/cli/tests/cluster.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::Duration;
-
 use chrono::{TimeDelta, Utc};
 use eye_core::token::Scope;
 use eye_entity::applications;
@@ -131,45 +129,16 @@ async fn the_admin_reads_events_from_the_replica_and_writes_to_the_primary(backe
     assert_eq!(status, StatusCode::OK, "{counts}");
     assert!(counts.to_string().contains("on-replica"), "{counts}");
     assert!(!counts.to_string().contains("on-primary"), "{counts}");
-    let response = app
-        .client
-        .post(format!("{}/api/v1/reports", app.admin_address))
-        .bearer_auth(&token)
-        .json(&json!({
-            "kind": "events_by_type",
-            "from": (at - TimeDelta::hours(1)).to_rfc3339(),
-            "to": (at + TimeDelta::hours(1)).to_rfc3339(),
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut report = json!(null);
-    for _ in 0..300 {
-        report = app
-            .read_api(&token, &format!("/api/v1/reports/{id}"))
-            .await
-            .1;
-        if report["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(report["status"], "complete", "{report}");
     let csv = app
-        .client
-        .get(format!("{}/api/v1/reports/{id}/csv", app.admin_address))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .report_csv(
+            &token,
+            json!({
+                "kind": "events_by_type",
+                "from": (at - TimeDelta::hours(1)).to_rfc3339(),
+                "to": (at + TimeDelta::hours(1)).to_rfc3339(),
+            }),
+        )
+        .await;
     assert_eq!(
         csv,
         format!(

@@ -44,57 +44,6 @@ async fn read_token(app: &TestApp, application: &str, scopes: &[Scope]) -> Strin
         .jwt
 }
 
-async fn ask(app: &TestApp, token: &str, body: &Value) -> (StatusCode, Value) {
-    let response = app
-        .client
-        .post(format!("{}/api/v1/reports", app.admin_address))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
-/// Polls report `id` until it is no longer running.
-async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
-    for _ in 0..300 {
-        let (status, report) = app.read_api(token, &format!("/api/v1/reports/{id}")).await;
-        assert_eq!(status, StatusCode::OK, "{report}");
-        if report["status"] != "running" {
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("report {id} still running after 30 s");
-}
-
-async fn csv_of(app: &TestApp, token: &str, id: &str) -> (StatusCode, String) {
-    let response = app
-        .client
-        .get(format!("{}/api/v1/reports/{id}/csv", app.admin_address))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (response.status(), response.text().await.unwrap())
-}
-
-/// Asks for a report and waits for its CSV.
-async fn report_csv(app: &TestApp, token: &str, body: Value) -> String {
-    let (status, report) = ask(app, token, &body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{report}");
-    assert_eq!(report["status"], "running");
-    let id = report["id"].as_str().unwrap().to_owned();
-    let report = finished(app, token, &id).await;
-    assert_eq!(report["status"], "complete", "{report}");
-    let (status, csv) = csv_of(app, token, &id).await;
-    assert_eq!(status, StatusCode::OK, "{csv}");
-    assert_eq!(report["bytes"], csv.len() as i64);
-    assert_eq!(report["rows"], csv.lines().count() as i64 - 1);
-    csv
-}
-
 fn lines(header: &str, mut rows: Vec<String>) -> String {
     rows.sort();
     let mut csv = format!("{header}\r\n");
@@ -157,12 +106,9 @@ async fn each_report_holds_exactly_the_rows_of_its_window_and_application(backen
     .await;
 
     // Events by type: 1 + 2 + 3 events in the window, clicks on even steps.
-    let csv = report_csv(
-        &app,
-        &own,
-        with(window(), json!({"kind": "events_by_type"})),
-    )
-    .await;
+    let csv = app
+        .report_csv(&own, with(window(), json!({"kind": "events_by_type"})))
+        .await;
     let expected = lines(
         "application,category,name,events",
         vec![
@@ -171,12 +117,12 @@ async fn each_report_holds_exactly_the_rows_of_its_window_and_application(backen
         ],
     );
     assert_eq!(csv, expected);
-    let csv = report_csv(
-        &app,
-        &all,
-        with(window(), json!({"kind": "events_by_type", "name": "view"})),
-    )
-    .await;
+    let csv = app
+        .report_csv(
+            &all,
+            with(window(), json!({"kind": "events_by_type", "name": "view"})),
+        )
+        .await;
     let expected = lines(
         "application,category,name,events",
         vec![
@@ -209,17 +155,19 @@ async fn each_report_holds_exactly_the_rows_of_its_window_and_application(backen
         }
     }
     let header = "application,session_id,first_seen,last_seen,events,duration_seconds";
-    let csv = report_csv(&app, &all, with(window(), json!({"kind": "sessions"}))).await;
+    let csv = app
+        .report_csv(&all, with(window(), json!({"kind": "sessions"})))
+        .await;
     assert_eq!(sorted_rows(&csv), lines(header, expected.clone()));
-    let csv = report_csv(
-        &app,
-        &own,
-        with(
-            window(),
-            json!({"kind": "sessions", "application": APPLICATION}),
-        ),
-    )
-    .await;
+    let csv = app
+        .report_csv(
+            &own,
+            with(
+                window(),
+                json!({"kind": "sessions", "application": APPLICATION}),
+            ),
+        )
+        .await;
     let own_rows: Vec<String> = expected
         .into_iter()
         .filter(|r| r.starts_with(&format!("{APPLICATION},")))
@@ -238,12 +186,9 @@ async fn each_report_holds_exactly_the_rows_of_its_window_and_application(backen
     assert_eq!(app.post(&bad).await.status(), 202);
     app.wait_for_counts(stored, 1).await;
     let rejected = app.rejected_events().await;
-    let csv = report_csv(
-        &app,
-        &own,
-        json!({"kind": "rejections", "window": "last_hour"}),
-    )
-    .await;
+    let csv = app
+        .report_csv(&own, json!({"kind": "rejections", "window": "last_hour"}))
+        .await;
     let mut rows = csv.lines();
     assert_eq!(
         rows.next(),
@@ -268,20 +213,23 @@ async fn each_report_holds_exactly_the_rows_of_its_window_and_application(backen
     assert_eq!(rows.next(), None);
 
     // Another application's token neither reads this report nor asks for this application.
-    let (_, report) = ask(&app, &own, &json!({"kind": "sessions"})).await;
+    let (_, report) = app.ask_report(&own, &json!({"kind": "sessions"})).await;
     let id = report["id"].as_str().unwrap();
     let stranger = read_token(&app, OTHER, &[Scope::EventsRead]).await;
     let (status, problem) = app
         .read_api(&stranger, &format!("/api/v1/reports/{id}"))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
-    assert_eq!(csv_of(&app, &stranger, id).await.0, StatusCode::NOT_FOUND);
-    let (status, problem) = ask(
-        &app,
-        &stranger,
-        &json!({"kind": "sessions", "application": APPLICATION}),
-    )
-    .await;
+    assert_eq!(
+        app.report_download(&stranger, id).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, problem) = app
+        .ask_report(
+            &stranger,
+            &json!({"kind": "sessions", "application": APPLICATION}),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
     assert_eq!(problem["code"], "application_forbidden");
 }
@@ -308,7 +256,9 @@ async fn a_report_whose_worker_died_mid_job_completes_with_the_right_csv(backend
         &[Scope::EventsRead, Scope::EventsReadAll],
     )
     .await;
-    let (status, report) = ask(&app, &all, &with(window(), json!({"kind": "sessions"}))).await;
+    let (status, report) = app
+        .ask_report(&all, &with(window(), json!({"kind": "sessions"})))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{report}");
     let id: Uuid = report["id"].as_str().unwrap().parse().unwrap();
 
@@ -357,7 +307,7 @@ async fn a_report_whose_worker_died_mid_job_completes_with_the_right_csv(backend
         .spawn_report_runner(&app.settings, &app.db, &app.db, &stop)
         .await
         .unwrap();
-    let report = finished(&app, &all, &id.to_string()).await;
+    let report = app.report_finished(&all, &id.to_string()).await;
     assert_eq!(report["status"], "complete", "{report}");
     let row = reports::Entity::find_by_id(id)
         .one(&app.db)
@@ -375,7 +325,7 @@ async fn a_report_whose_worker_died_mid_job_completes_with_the_right_csv(backend
         chunks.iter().all(|c| c.attempt == claimed + 1),
         "what the dead attempt wrote is gone"
     );
-    let (status, csv) = csv_of(&app, &all, &id.to_string()).await;
+    let (status, csv) = app.report_download(&all, &id.to_string()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
     assert!(csv.starts_with("application,session_id,"));
@@ -406,10 +356,12 @@ async fn a_report_past_its_row_limit_fails_with_the_reason(backend: Backend) {
     )
     .await;
     // Six sessions in the window, one more than allowed.
-    let (status, report) = ask(&app, &all, &with(window(), json!({"kind": "sessions"}))).await;
+    let (status, report) = app
+        .ask_report(&all, &with(window(), json!({"kind": "sessions"})))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = report["id"].as_str().unwrap().to_owned();
-    let report = finished(&app, &all, &id).await;
+    let report = app.report_finished(&all, &id).await;
     assert_eq!(report["status"], "failed", "{report}");
     let reason = report["reason"].as_str().unwrap();
     assert!(
@@ -417,7 +369,7 @@ async fn a_report_past_its_row_limit_fails_with_the_reason(backend: Backend) {
         "{reason}"
     );
     assert!(report.get("csv").is_none());
-    let (status, body) = csv_of(&app, &all, &id).await;
+    let (status, body) = app.report_download(&all, &id).await;
     assert_eq!(status, StatusCode::CONFLICT);
     let problem: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["code"], "report_failed");
@@ -430,12 +382,12 @@ async fn a_report_past_its_row_limit_fails_with_the_reason(backend: Backend) {
     let left = report_chunks::Entity::find().all(&app.db).await.unwrap();
     assert!(left.is_empty(), "a failed report keeps no CSV");
     // One application alone has three sessions: that one fits.
-    let csv = report_csv(
-        &app,
-        &all,
-        with(window(), json!({"kind": "sessions", "application": OTHER})),
-    )
-    .await;
+    let csv = app
+        .report_csv(
+            &all,
+            with(window(), json!({"kind": "sessions", "application": OTHER})),
+        )
+        .await;
     assert_eq!(csv.lines().count(), 1 + 3);
 }
 
@@ -450,7 +402,7 @@ async fn a_report_the_queue_refused_leaves_nothing_to_run_later(backend: Backend
         Some(reports) => reports.close(),
         None => app.broker_proxy.as_ref().unwrap().cut(),
     }
-    let (status, problem) = ask(&app, &own, &json!({"kind": "sessions"})).await;
+    let (status, problem) = app.ask_report(&own, &json!({"kind": "sessions"})).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert!(
         problem["detail"]
@@ -470,7 +422,9 @@ async fn expired_reports_are_deleted_with_their_csv(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     seed(&app).await;
     let own = read_token(&app, APPLICATION, &[Scope::EventsRead]).await;
-    let csv = report_csv(&app, &own, with(window(), json!({"kind": "sessions"}))).await;
+    let csv = app
+        .report_csv(&own, with(window(), json!({"kind": "sessions"})))
+        .await;
     assert_eq!(csv.lines().count(), 1 + 3);
     let report = reports::Entity::find().one(&app.db).await.unwrap().unwrap();
     let hours = i64::from(app.settings.report_retention_hours);
@@ -556,13 +510,15 @@ async fn bad_report_requests_are_named_problems(backend: Backend) {
         (json!([1, 2]), "not a report request"),
     ];
     for (body, says) in cases {
-        let (status, problem) = ask(&app, &own, &body).await;
+        let (status, problem) = app.ask_report(&own, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
         assert_eq!(problem["code"], "invalid_report", "{body}: {problem}");
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains(says), "{body}: {detail}");
     }
-    let (status, _) = ask(&app, &app.token, &json!({"kind": "sessions"})).await;
+    let (status, _) = app
+        .ask_report(&app.token, &json!({"kind": "sessions"}))
+        .await;
     assert_eq!(
         status,
         StatusCode::FORBIDDEN,
@@ -677,12 +633,12 @@ async fn a_report_longer_than_a_page_of_reads_holds_every_row_once(backend: Back
     app.seed(&seeds).await;
     let own = read_token(&app, APPLICATION, &[Scope::EventsRead]).await;
     let to = rfc3339(start() + TimeDelta::hours(2));
-    let csv = report_csv(
-        &app,
-        &own,
-        json!({"kind": "sessions", "from": rfc3339(start()), "to": to}),
-    )
-    .await;
+    let csv = app
+        .report_csv(
+            &own,
+            json!({"kind": "sessions", "from": rfc3339(start()), "to": to}),
+        )
+        .await;
     let ids: std::collections::HashSet<&str> = csv
         .lines()
         .skip(1)

@@ -1,4 +1,6 @@
-//! What the command tests share: a database of their own.
+//! What the command tests share: a database of their own, and the admin's login form.
+// Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use sea_orm::ConnectionTrait;
 
@@ -54,4 +56,31 @@ impl TestDb {
                 .unwrap();
         }
     }
+}
+
+/// Fills and posts the admin's login form at `admin` with `fields` and its CSRF token; the
+/// client keeps the session cookie.
+pub async fn admin_login(
+    client: &reqwest::Client,
+    admin: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let form = client
+        .get(format!("{admin}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"csrf\" value=\"";
+    let start = form.find(marker).unwrap() + marker.len();
+    let mut fields = fields.to_vec();
+    fields.push(("csrf", &form[start..start + 64]));
+    client
+        .post(format!("{admin}/login"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap()
 }
