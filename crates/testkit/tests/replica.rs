@@ -1,6 +1,6 @@
 //! `admin_database_url`: the admin's and the read api's queries of events, sessions,
-//! rejections and stats, the dashboard and the report runner read the replica, while logins,
-//! tokens and the reports' own rows are written to the primary. The "replica" here is a
+//! rejections and stats, and the report runner, read the replica, while logins, tokens and
+//! the reports' own rows are written to the primary, and the dashboard reads the primary. The "replica" here is a
 //! second database the services may only read, holding other events than the primary, so
 //! every answer shows which one it came from (the real streaming replica is in the cluster
 //! test, `crates/cli/tests/cluster.rs`).
@@ -79,12 +79,11 @@ async fn the_admin_reads_events_from_the_replica_and_writes_to_the_primary(backe
         ))
         .await;
     assert_eq!(status, StatusCode::OK, "{page}");
+    // The dashboard stays on the primary: a lagging replica would look like stopped workers.
     let (status, page) = admin.get("/").await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "the dashboard on the replica: {page}"
-    );
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("on-primary-1"), "{page}");
+    assert!(!page.contains("on-replica"), "{page}");
 
     let token = app
         .token_for(
